@@ -1,0 +1,66 @@
+//! SQLite: each service's source of truth, opened in WAL mode with embedded migrations.
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+
+/// Opening or migrating a database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("opening {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("migrating {path}: {source}")]
+    Migrate {
+        path: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Opens (creating if needed) the database at `path` and applies `migrator`.
+pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| DbError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a record we acknowledged survives a power cut, not only a crash.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(opts)
+        .await
+        .map_err(|source| DbError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+    migrator
+        .run(&pool)
+        .await
+        .map_err(|source| DbError::Migrate {
+            path: shown,
+            source,
+        })?;
+    Ok(pool)
+}
+
+/// True when `err` is a UNIQUE constraint violation (a name already in use).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}

@@ -1,0 +1,13 @@
+//! berth-kit: the few things every Berth service shares. Paths and per-instance names,
+//! common flags, logging setup, SQLite open + migrate, and gRPC over unix sockets.
+//! Nothing service-specific belongs here.
+
+pub mod args;
+pub mod db;
+pub mod grpc;
+pub mod paths;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use args::ServiceArgs;
+pub use paths::Roots;
