@@ -1,1 +1,227 @@
+//! berth-gateway: the Docker Engine REST API. It parses requests, coordinates the
+//! services over gRPC (create = snapshot + volumes + network endpoint + log + container,
+//! undone in reverse on failure) and speaks Docker's wire formats back. It keeps no
+//! container state of its own.
 
+#![recursion_limit = "256"]
+
+pub mod containers;
+pub mod error;
+pub mod images;
+pub mod reaper;
+pub mod services;
+pub mod streams;
+pub mod system;
+pub mod util;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use berth_kit::Roots;
+use error::ApiError;
+use services::Services;
+use std::sync::Arc;
+
+/// The newest API version Berth speaks (Docker CLI 28.2).
+pub const API_VERSION: &str = "1.50";
+/// The oldest version accepted, as moby 28's default minimum.
+pub const MIN_API_VERSION: &str = "1.24";
+/// Berth's own version.
+pub const BERTH_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Shared by all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub info: Arc<DaemonInfo>,
+}
+
+/// Facts about this daemon instance that `/info` and `/version` report.
+#[derive(Debug, Clone)]
+pub struct DaemonInfo {
+    pub roots: Roots,
+    pub started: std::time::Instant,
+    /// The configured default logging driver.
+    pub log_driver: String,
+}
+
+impl AppState {
+    pub fn new(roots: Roots) -> Self {
+        let services = Services::connect(&roots);
+        Self {
+            services,
+            info: Arc::new(DaemonInfo {
+                roots,
+                started: std::time::Instant::now(),
+                log_driver: "json-file".into(),
+            }),
+        }
+    }
+}
+
+/// The Docker API routes (unversioned paths; see [`app`] for the version prefix).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/plugins", get(system::plugins))
+        .route("/build/prune", post(system::build_prune))
+        .route("/images/create", post(images::create))
+        .route("/images/json", get(images::list))
+        .route(
+            "/images/{*rest}",
+            get(images::get_by_path)
+                .delete(images::delete_by_path)
+                .post(images::post_by_path),
+        )
+        .route("/containers/create", post(containers::create))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/start", post(containers::start))
+        .route("/containers/{id}/stop", post(containers::stop))
+        .route("/containers/{id}/restart", post(containers::restart))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/attach", post(streams::attach))
+        .route("/containers/{id}/logs", get(streams::logs))
+        .route("/containers/{id}", delete(containers::remove))
+        .route("/networks", get(system::networks_list))
+        .route("/networks/{id}", get(system::network_inspect))
+        .route("/volumes", get(system::volumes_list))
+        .route("/volumes/create", post(system::volume_create))
+        .route(
+            "/volumes/{name}",
+            get(system::volume_inspect).delete(system::volume_remove),
+        )
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// Serves the Docker API on `listener` until `shutdown` resolves: version-prefix handling
+/// and Docker's headers wrap [`routes`] (outside routing, so the prefix can be stripped).
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::Layer;
+    let svc = axum::middleware::from_fn(version_middleware).layer(routes(state));
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(svc),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Strips `/v1.NN` (as moby registers every route with and without it), refuses versions
+/// outside what Berth speaks, and sets Docker's headers on every response.
+pub async fn version_middleware(mut req: Request, next: Next) -> Response {
+    let mut resp = match strip_version(req.uri()) {
+        Err(e) => e.into_response(),
+        Ok(None) => next.run(req).await,
+        Ok(Some(uri)) => {
+            *req.uri_mut() = uri;
+            next.run(req).await
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    if let Ok(v) = HeaderValue::from_str(&format!("Berth/{BERTH_VERSION} (linux)")) {
+        h.insert("Server", v);
+    }
+    resp
+}
+
+/// `Ok(Some(uri))` when the path had a version prefix that is in range.
+fn strip_version(uri: &Uri) -> Result<Option<Uri>, ApiError> {
+    let path = uri.path();
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Ok(None);
+    };
+    let (ver, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => return Ok(None),
+    };
+    let Some(parsed) = parse_version(ver) else {
+        return Ok(None);
+    };
+    if parsed < parse_version(MIN_API_VERSION).unwrap_or((1, 24)) {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    if parsed > parse_version(API_VERSION).unwrap_or((1, 50)) {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    let pq = match uri.query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    pq.parse::<Uri>()
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("invalid request path: {e}")))
+}
+
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Unknown routes: Docker API routes Berth does not have yet answer 501 with a clear
+/// message; swarm routes answer as moby does when swarm is inactive; the rest 404.
+async fn fallback(method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "swarm" | "services" | "nodes" | "tasks" | "secrets" | "configs" => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
+        )
+        .into_response(),
+        "containers" | "images" | "exec" | "networks" | "volumes" | "build" | "system" | "events"
+        | "auth" | "commit" | "session" | "grpc" | "distribution" | "plugins" => {
+            ApiError::not_supported(format!("{method} {path}")).into_response()
+        }
+        _ => ApiError::not_found("page not found").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefix_is_stripped_within_range() {
+        let u: Uri = "/v1.50/containers/json?all=1".parse().unwrap();
+        assert_eq!(
+            strip_version(&u).unwrap().unwrap(),
+            "/containers/json?all=1"
+        );
+        let u: Uri = "/v1.24/info".parse().unwrap();
+        assert_eq!(strip_version(&u).unwrap().unwrap(), "/info");
+        let u: Uri = "/containers/json".parse().unwrap();
+        assert!(strip_version(&u).unwrap().is_none());
+        let u: Uri = "/volumes/v1.2x/foo".parse().unwrap();
+        assert!(strip_version(&u).unwrap().is_none());
+    }
+
+    #[test]
+    fn versions_out_of_range_are_refused_with_docker_wording() {
+        let e = strip_version(&"/v1.12/info".parse().unwrap()).unwrap_err();
+        assert!(e.message.contains("client version 1.12 is too old"));
+        let e = strip_version(&"/v1.99/info".parse().unwrap()).unwrap_err();
+        assert!(
+            e.message
+                .contains("is too new. Maximum supported API version is 1.50")
+        );
+    }
+}

@@ -1,0 +1,1164 @@
+//! Container endpoints. Create and remove span services: create reserves a snapshot,
+//! volumes, a network endpoint and a log, then records the container; any failure undoes
+//! the earlier steps in reverse, so a failed `docker run` leaves nothing behind.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::images::parse_config;
+use crate::services::{CONTAINERD, IMAGED, LOGD, NETD, Services, VOLUMED, call, call_within};
+use crate::util::{ZERO_TIME, human_duration, parse_filters, parse_time, query_bool};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_proto::{containers as cpb, images as ipb, logs as lpb, networks as npb, volumes as vpb};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// Docker's rule for container names (`daemon/names`), without the leading "/".
+pub fn valid_container_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    let rest: Vec<char> = chars.collect();
+    !rest.is_empty()
+        && rest
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn string_list(v: Option<&Value>) -> Option<Vec<String>> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Merges `KEY=VALUE` lists: later entries replace earlier ones with the same key.
+pub fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in base.iter().chain(overrides) {
+        let key = e.split_once('=').map(|(k, _)| k).unwrap_or(e);
+        if let Some(slot) = out
+            .iter_mut()
+            .find(|x| x.split_once('=').map(|(k, _)| k).unwrap_or(x) == key)
+        {
+            *slot = e.clone();
+        } else {
+            out.push(e.clone());
+        }
+    }
+    out
+}
+
+/// Entrypoint and Cmd after Docker's merge of request and image: a request entrypoint
+/// drops the image's Cmd; a request Cmd replaces the image's.
+pub fn effective_command(
+    req_entrypoint: Option<Vec<String>>,
+    req_cmd: Option<Vec<String>>,
+    img_entrypoint: Option<Vec<String>>,
+    img_cmd: Option<Vec<String>>,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    let entrypoint_overridden = req_entrypoint.is_some();
+    let entrypoint = match req_entrypoint {
+        Some(e) if e.len() == 1 && e[0].is_empty() => None,
+        Some(e) => Some(e),
+        None => img_entrypoint,
+    };
+    let cmd = match req_cmd {
+        Some(c) if !c.is_empty() => Some(c),
+        _ if entrypoint_overridden => None,
+        _ => img_cmd,
+    };
+    (entrypoint, cmd)
+}
+
+/// What was reserved so far during create, to undo in reverse on failure.
+enum Reserved {
+    Snapshot,
+    Volumes,
+    Endpoint,
+    Log,
+}
+
+async fn undo(services: &Services, id: &str, reserved: Vec<Reserved>) {
+    let mut s = services.clone();
+    for step in reserved.into_iter().rev() {
+        let cid = id.to_string();
+        let res = match step {
+            Reserved::Log => call(
+                LOGD,
+                s.logs.remove(lpb::RemoveRequest { container_id: cid }),
+            )
+            .await
+            .map(|_| ()),
+            Reserved::Endpoint => call(
+                NETD,
+                s.networks
+                    .remove_endpoint(npb::RemoveEndpointRequest { container_id: cid }),
+            )
+            .await
+            .map(|_| ()),
+            Reserved::Volumes => call(
+                VOLUMED,
+                s.volumes.detach_container(vpb::DetachContainerRequest {
+                    container_id: cid,
+                    remove_anonymous: true,
+                }),
+            )
+            .await
+            .map(|_| ()),
+            Reserved::Snapshot => call(
+                IMAGED,
+                s.images
+                    .remove_snapshot(ipb::RemoveSnapshotRequest { container_id: cid }),
+            )
+            .await
+            .map(|_| ()),
+        };
+        if let Err(e) = res {
+            tracing::warn!(container = %id, "undoing a failed create: {e}");
+        }
+    }
+}
+
+/// Parsed `-v` / `Binds` entry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// A host path bind mount.
+    Host {
+        source: String,
+        destination: String,
+        read_only: bool,
+    },
+    /// A named volume.
+    Volume {
+        name: String,
+        destination: String,
+        read_only: bool,
+    },
+}
+
+/// Parses `src:dst[:opts]` as Docker's `-v`.
+pub fn parse_bind(spec: &str) -> Result<Bind, ApiError> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "invalid volume specification: '{spec}'"
+            )));
+        }
+    };
+    if !dst.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
+        )));
+    }
+    let mut read_only = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => read_only = true,
+            "rw" | "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave"
+            | "rslave" | "nocopy" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid volume specification: '{spec}': invalid mode: {other}"
+                )));
+            }
+        }
+    }
+    if src.starts_with('/') {
+        Ok(Bind::Host {
+            source: src.into(),
+            destination: dst.into(),
+            read_only,
+        })
+    } else {
+        Ok(Bind::Volume {
+            name: src.into(),
+            destination: dst.into(),
+            read_only,
+        })
+    }
+}
+
+fn hosts_file(ip: &str, hostname: &str) -> String {
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    if !ip.is_empty() {
+        s.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    s
+}
+
+/// The host's resolv.conf without loopback nameservers (unreachable from a container's
+/// own network namespace), as Docker filters it for bridge networks.
+fn container_resolv_conf(host_network: bool) -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if host_network {
+        return host;
+    }
+    host.lines()
+        .filter(|l| {
+            let mut w = l.split_whitespace();
+            !(w.next() == Some("nameserver")
+                && w.next()
+                    .is_some_and(|a| a.starts_with("127.") || a == "::1"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn network_settings_json(ep: Option<&npb::Endpoint>, network_mode: &str) -> Value {
+    let Some(ep) = ep else {
+        return json!({
+            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
+            "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "",
+            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": {network_mode: {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+                "IPPrefixLen": 0, "MacAddress": "", "Aliases": null, "DNSNames": null}},
+        });
+    };
+    let net = json!({
+        "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": ep.mac_address,
+        "DriverOpts": null, "GwPriority": 0, "NetworkID": ep.network_id, "EndpointID": ep.endpoint_id,
+        "Gateway": ep.gateway, "IPAddress": ep.ip_address, "IPPrefixLen": ep.prefix_len,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+    });
+    let is_default_bridge = ep.network_name == "bridge";
+    json!({
+        "Bridge": "",
+        "SandboxID": ep.container_id,
+        "SandboxKey": ep.netns_path,
+        "Ports": {},
+        "HairpinMode": false,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": null,
+        "SecondaryIPv6Addresses": null,
+        "EndpointID": if is_default_bridge { ep.endpoint_id.clone() } else { String::new() },
+        "Gateway": if is_default_bridge { ep.gateway.clone() } else { String::new() },
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": if is_default_bridge { ep.ip_address.clone() } else { String::new() },
+        "IPPrefixLen": if is_default_bridge { ep.prefix_len } else { 0 },
+        "IPv6Gateway": "",
+        "MacAddress": if is_default_bridge { ep.mac_address.clone() } else { String::new() },
+        "Networks": { ep.network_name.clone(): net },
+    })
+}
+
+/// `POST /containers/create?name=`.
+pub async fn create(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    if !req.is_object() {
+        return Err(ApiError::bad_request("invalid JSON: expected an object"));
+    }
+    let name = q
+        .get("name")
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    if !name.is_empty() && !valid_container_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let image_ref = str_field(&req, "Image").to_string();
+    if image_ref.is_empty() {
+        return Err(ApiError::bad_request(
+            "Config cannot be empty in order to create a container",
+        ));
+    }
+    if req.get("Tty").and_then(Value::as_bool).unwrap_or(false) {
+        return Err(ApiError::not_supported("a TTY (docker run -t)"));
+    }
+    if req
+        .get("OpenStdin")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(ApiError::not_supported("interactive stdin (docker run -i)"));
+    }
+    let host_config = req.get("HostConfig").cloned().unwrap_or(json!({}));
+    let mut network_mode = str_field(&host_config, "NetworkMode").to_string();
+    if network_mode.is_empty() || network_mode == "default" {
+        network_mode = "bridge".into();
+    }
+    if network_mode.starts_with("container:") {
+        return Err(ApiError::not_supported("--network container:<id>"));
+    }
+    let port_bindings = host_config
+        .get("PortBindings")
+        .and_then(Value::as_object)
+        .is_some_and(|m| !m.is_empty());
+    if port_bindings
+        || host_config
+            .get("PublishAllPorts")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    {
+        return Err(ApiError::not_supported("publishing ports (-p/-P)"));
+    }
+    let auto_remove = host_config
+        .get("AutoRemove")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let log_driver = host_config
+        .pointer("/LogConfig/Type")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&st.info.log_driver)
+        .to_string();
+    if !matches!(log_driver.as_str(), "json-file" | "none") {
+        return Err(ApiError::not_supported(format!(
+            "the {log_driver} logging driver"
+        )));
+    }
+    let binds: Vec<Bind> = string_list(host_config.get("Binds"))
+        .unwrap_or_default()
+        .iter()
+        .map(|b| parse_bind(b))
+        .collect::<Result<_, _>>()?;
+
+    let mut s = st.services.clone();
+    if !name.is_empty() {
+        match call(
+            CONTAINERD,
+            s.containers.get(cpb::GetRequest { id: name.clone() }),
+        )
+        .await
+        {
+            Ok(c) if c.spec.as_ref().is_some_and(|sp| sp.name == name) => {
+                let holder = c.spec.map(|sp| sp.id).unwrap_or_default();
+                return Err(ApiError::conflict(format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let image = call(
+        IMAGED,
+        s.images.get_image(ipb::GetImageRequest {
+            reference: image_ref.clone(),
+        }),
+    )
+    .await?;
+    let img_cfg = parse_config(&image);
+    let img_c = img_cfg.get("config").cloned().unwrap_or(json!({}));
+
+    let (entrypoint, cmd) = effective_command(
+        string_list(req.get("Entrypoint")),
+        string_list(req.get("Cmd")),
+        string_list(img_c.get("Entrypoint")),
+        string_list(img_c.get("Cmd")),
+    );
+    let args: Vec<String> = entrypoint
+        .iter()
+        .flatten()
+        .chain(cmd.iter().flatten())
+        .cloned()
+        .collect();
+    if args.is_empty() {
+        return Err(ApiError::bad_request("No command specified"));
+    }
+    let env = merge_env(
+        &string_list(img_c.get("Env")).unwrap_or_default(),
+        &string_list(req.get("Env")).unwrap_or_default(),
+    );
+    let working_dir = Some(str_field(&req, "WorkingDir"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or(str_field(&img_c, "WorkingDir"))
+        .to_string();
+    let user = Some(str_field(&req, "User"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or(str_field(&img_c, "User"))
+        .to_string();
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    for src in [img_c.get("Labels"), req.get("Labels")] {
+        if let Some(m) = src.and_then(Value::as_object) {
+            for (k, v) in m {
+                labels.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    let id = crate::util::new_id();
+    let hostname = Some(str_field(&req, "Hostname"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| id[..12].to_string());
+    let stop_signal = Some(str_field(&req, "StopSignal"))
+        .filter(|s| !s.is_empty())
+        .unwrap_or(str_field(&img_c, "StopSignal"))
+        .to_string();
+
+    // Reserve resources in order; undo in reverse on any failure.
+    let mut reserved = Vec::new();
+    let result = async {
+        let snap = call(
+            IMAGED,
+            s.images.prepare_snapshot(ipb::PrepareSnapshotRequest { container_id: id.clone(), image_id: image.id.clone() }),
+        )
+        .await?;
+        reserved.push(Reserved::Snapshot);
+        let volume_reqs: Vec<vpb::VolumeMountRequest> = binds
+            .iter()
+            .filter_map(|b| match b {
+                Bind::Volume { name, destination, read_only } => Some(vpb::VolumeMountRequest {
+                    name: name.clone(),
+                    destination: destination.clone(),
+                    read_only: *read_only,
+                }),
+                Bind::Host { .. } => None,
+            })
+            .collect();
+        let attached = call(
+            VOLUMED,
+            s.volumes.attach_container(vpb::AttachContainerRequest { container_id: id.clone(), mounts: volume_reqs }),
+        )
+        .await?;
+        reserved.push(Reserved::Volumes);
+        let endpoint = call(
+            NETD,
+            s.networks.create_endpoint(npb::CreateEndpointRequest { container_id: id.clone(), network: network_mode.clone() }),
+        )
+        .await?;
+        reserved.push(Reserved::Endpoint);
+        call(
+            LOGD,
+            s.logs.open(lpb::OpenRequest { container_id: id.clone(), driver: log_driver.clone(), options: HashMap::new() }),
+        )
+        .await?;
+        reserved.push(Reserved::Log);
+
+        let mut mounts: Vec<cpb::Mount> = Vec::new();
+        let mut mounts_json: Vec<Value> = Vec::new();
+        for b in &binds {
+            if let Bind::Host { source, destination, read_only } = b {
+                if !std::path::Path::new(source).exists() {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {source}"
+                    )));
+                }
+                mounts.push(cpb::Mount {
+                    source: source.clone(),
+                    destination: destination.clone(),
+                    r#type: "bind".into(),
+                    options: if *read_only { vec!["ro".into()] } else { vec![] },
+                });
+                mounts_json.push(json!({"Type": "bind", "Source": source, "Destination": destination,
+                    "Mode": if *read_only { "ro" } else { "" }, "RW": !read_only, "Propagation": "rprivate"}));
+            }
+        }
+        for m in &attached.mounts {
+            mounts.push(cpb::Mount {
+                source: m.source.clone(),
+                destination: m.destination.clone(),
+                r#type: "bind".into(),
+                options: if m.read_only { vec!["ro".into()] } else { vec![] },
+            });
+            mounts_json.push(json!({"Type": "volume", "Name": m.name, "Source": m.source, "Destination": m.destination,
+                "Driver": "local", "Mode": if m.read_only { "ro" } else { "z" }, "RW": !m.read_only, "Propagation": ""}));
+        }
+
+        let host_net = network_mode == "host";
+        let ep = if endpoint.netns_path.is_empty() && host_net { None } else { Some(&endpoint) };
+        let config_json = json!({
+            "Hostname": hostname,
+            "Domainname": str_field(&req, "Domainname"),
+            "User": user,
+            "AttachStdin": req.get("AttachStdin").and_then(Value::as_bool).unwrap_or(false),
+            "AttachStdout": req.get("AttachStdout").and_then(Value::as_bool).unwrap_or(false),
+            "AttachStderr": req.get("AttachStderr").and_then(Value::as_bool).unwrap_or(false),
+            "Tty": false,
+            "OpenStdin": false,
+            "StdinOnce": false,
+            "Env": env,
+            "Cmd": cmd,
+            "Image": image_ref,
+            "Volumes": req.get("Volumes").cloned().unwrap_or(Value::Null),
+            "WorkingDir": working_dir,
+            "Entrypoint": entrypoint,
+            "OnBuild": null,
+            "Labels": labels,
+            "StopSignal": if stop_signal.is_empty() { Value::Null } else { json!(stop_signal) },
+        });
+        let mut hc = host_config.clone();
+        if let Some(o) = hc.as_object_mut() {
+            o.insert("NetworkMode".into(), json!(network_mode));
+            o.insert("LogConfig".into(), json!({"Type": log_driver, "Config": {}}));
+        }
+        let spec = cpb::ContainerSpec {
+            id: id.clone(),
+            name: name.clone(),
+            image_ref: image_ref.clone(),
+            image_id: image.id.clone(),
+            args,
+            env: env.clone(),
+            working_dir: working_dir.clone(),
+            user: user.clone(),
+            hostname: hostname.clone(),
+            tty: false,
+            open_stdin: false,
+            rootfs_path: snap.rootfs_path.clone(),
+            netns_path: endpoint.netns_path.clone(),
+            mounts,
+            labels: labels.clone().into_iter().collect(),
+            auto_remove,
+            config_json: config_json.to_string().into_bytes(),
+            host_config_json: hc.to_string().into_bytes(),
+            network_settings_json: json!({"settings": network_settings_json(ep, &network_mode), "mounts": mounts_json})
+                .to_string()
+                .into_bytes(),
+            hosts_file: if host_net { String::new() } else { hosts_file(&endpoint.ip_address, &hostname) },
+            resolv_conf: container_resolv_conf(host_net),
+            memory_bytes: host_config.get("Memory").and_then(Value::as_i64).unwrap_or(0),
+            pids_limit: host_config.get("PidsLimit").and_then(Value::as_i64).unwrap_or(0).max(0),
+            stop_signal,
+            stop_timeout: req.get("StopTimeout").and_then(Value::as_i64).map(|t| t as i32).unwrap_or(-1),
+            log_driver,
+        };
+        call(CONTAINERD, s.containers.create(cpb::CreateRequest { spec: Some(spec) })).await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warnings": []}))).into_response()),
+        Err(e) => {
+            undo(&st.services, &id, reserved).await;
+            Err(e)
+        }
+    }
+}
+
+/// Looks a container up by id, id prefix or name; 404 `No such container: x`.
+pub async fn get_container(st: &AppState, id: &str) -> Result<cpb::Container, ApiError> {
+    let mut c = st.services.containers.clone();
+    call(CONTAINERD, c.get(cpb::GetRequest { id: id.to_string() })).await
+}
+
+fn spec_of(c: &cpb::Container) -> cpb::ContainerSpec {
+    c.spec.clone().unwrap_or_default()
+}
+
+fn json_bytes(b: &[u8]) -> Value {
+    serde_json::from_slice(b).unwrap_or(Value::Null)
+}
+
+/// Docker's `Status` text for `docker ps`.
+pub fn status_text(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> String {
+    match c.state.as_str() {
+        "running" => {
+            let since = parse_time(&c.started_at)
+                .map(|t| now - t)
+                .unwrap_or_default();
+            format!("Up {}", human_duration(since))
+        }
+        "paused" => {
+            let since = parse_time(&c.started_at)
+                .map(|t| now - t)
+                .unwrap_or_default();
+            format!("Up {} (Paused)", human_duration(since))
+        }
+        "exited" => match parse_time(&c.finished_at) {
+            Some(t) => format!("Exited ({}) {} ago", c.exit_code, human_duration(now - t)),
+            None => format!("Exited ({})", c.exit_code),
+        },
+        "created" => "Created".into(),
+        "removing" => "Removal In Progress".into(),
+        "dead" => "Dead".into(),
+        "restarting" => format!("Restarting ({})", c.exit_code),
+        other => other.to_string(),
+    }
+}
+
+fn command_text(args: &[String]) -> String {
+    args.join(" ")
+}
+
+fn summary_json(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> Value {
+    let spec = spec_of(c);
+    let hc = json_bytes(&spec.host_config_json);
+    let ns = json_bytes(&spec.network_settings_json);
+    json!({
+        "Id": spec.id,
+        "Names": [format!("/{}", spec.name)],
+        "Image": spec.image_ref,
+        "ImageID": spec.image_id,
+        "Command": command_text(&spec.args),
+        "Created": parse_time(&c.created).map(|t| t.timestamp()).unwrap_or(0),
+        "Ports": [],
+        "Labels": spec.labels,
+        "State": c.state,
+        "Status": status_text(c, now),
+        "HostConfig": {"NetworkMode": hc.get("NetworkMode").cloned().unwrap_or(json!("bridge"))},
+        "NetworkSettings": {"Networks": ns.pointer("/settings/Networks").cloned().unwrap_or(json!({}))},
+        "Mounts": ns.get("mounts").cloned().unwrap_or(json!([])),
+    })
+}
+
+fn matches_filters(
+    c: &cpb::Container,
+    filters: &BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Result<bool, ApiError> {
+    let spec = spec_of(c);
+    for (key, vals) in filters {
+        if vals.is_empty() {
+            continue;
+        }
+        let ok = match key.as_str() {
+            "id" => vals.iter().any(|v| spec.id.starts_with(v.as_str())),
+            "name" => vals
+                .iter()
+                .any(|v| spec.name.contains(v.trim_start_matches('/'))),
+            "status" => {
+                for v in vals {
+                    if !matches!(
+                        v.as_str(),
+                        "created"
+                            | "restarting"
+                            | "running"
+                            | "removing"
+                            | "paused"
+                            | "exited"
+                            | "dead"
+                    ) {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter 'status={v}'"
+                        )));
+                    }
+                }
+                vals.contains(&c.state)
+            }
+            "label" => vals.iter().all(|v| match v.split_once('=') {
+                Some((k, val)) => spec.labels.get(k).is_some_and(|x| x == val),
+                None => spec.labels.contains_key(v),
+            }),
+            "exited" => {
+                c.state == "exited"
+                    && vals
+                        .iter()
+                        .any(|v| v.parse::<i32>().ok() == Some(c.exit_code))
+            }
+            "ancestor" => vals
+                .iter()
+                .any(|v| spec.image_ref == *v || spec.image_id.contains(v.as_str())),
+            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `GET /containers/json?all=&limit=&filters=`.
+pub async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let filters = parse_filters(&q)?;
+    let limit: i64 = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(-1);
+    let all = query_bool(&q, "all")
+        || limit > 0
+        || filters.contains_key("status")
+        || filters.contains_key("exited");
+    let mut c = st.services.containers.clone();
+    let mut list = call(CONTAINERD, c.list(cpb::ListRequest { all }))
+        .await?
+        .containers;
+    list.sort_by(|a, b| b.created.cmp(&a.created));
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for ctr in &list {
+        if matches_filters(ctr, &filters)? {
+            out.push(summary_json(ctr, now));
+        }
+    }
+    if limit > 0 {
+        out.truncate(limit as usize);
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+/// The JSON of `docker inspect <container>`.
+pub fn inspect_json(c: &cpb::Container, log_path: &str) -> Value {
+    let spec = spec_of(c);
+    let ns = json_bytes(&spec.network_settings_json);
+    let time_or_zero = |s: &str| {
+        if s.is_empty() {
+            ZERO_TIME.to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    json!({
+        "Id": spec.id,
+        "Created": c.created,
+        "Path": spec.args.first().cloned().unwrap_or_default(),
+        "Args": spec.args.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": c.state,
+            "Running": c.state == "running" || c.state == "paused",
+            "Paused": c.state == "paused",
+            "Restarting": c.state == "restarting",
+            "OOMKilled": c.oom_killed,
+            "Dead": c.state == "dead",
+            "Pid": if c.state == "running" || c.state == "paused" { c.pid } else { 0 },
+            "ExitCode": c.exit_code,
+            "Error": c.error,
+            "StartedAt": time_or_zero(&c.started_at),
+            "FinishedAt": time_or_zero(&c.finished_at),
+        },
+        "Image": spec.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": log_path,
+        "Name": format!("/{}", spec.name),
+        "RestartCount": c.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": json_bytes(&spec.host_config_json),
+        "GraphDriver": {"Name": "overlay2", "Data": {"MergedDir": spec.rootfs_path}},
+        "Mounts": ns.get("mounts").cloned().unwrap_or(json!([])),
+        "Config": json_bytes(&spec.config_json),
+        "NetworkSettings": ns.get("settings").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `GET /containers/{id}/json`.
+pub async fn inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let spec = spec_of(&c);
+    let log_path = if spec.log_driver == "json-file" {
+        st.info
+            .roots
+            .service_dir("logd")
+            .join("containers")
+            .join(&spec.id)
+            .join(format!("{}-json.log", spec.id))
+            .display()
+            .to_string()
+    } else {
+        String::new()
+    };
+    Ok(Json(inspect_json(&c, &log_path)))
+}
+
+/// `POST /containers/{id}/start`: 204, or 304 when already running.
+pub async fn start(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let spec = spec_of(&c);
+    let mut client = st.services.containers.clone();
+    match call_within(
+        CONTAINERD,
+        Duration::from_secs(60),
+        client.start(cpb::StartRequest {
+            id: spec.id.clone(),
+        }),
+    )
+    .await
+    {
+        Ok(r) if r.already_running => Ok(StatusCode::NOT_MODIFIED.into_response()),
+        Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(e) => {
+            // Docker removes an auto-remove container whose start failed.
+            if spec.auto_remove {
+                let st2 = st.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = remove_container(&st2, &spec.id, true, true).await {
+                        tracing::warn!(container = %spec.id, "auto-remove after failed start: {e}");
+                    }
+                });
+            }
+            Err(e)
+        }
+    }
+}
+
+fn stop_timeout_param(q: &HashMap<String, String>) -> Result<i32, ApiError> {
+    match q.get("t").or_else(|| q.get("timeout")) {
+        None => Ok(-1),
+        Some(t) if t.is_empty() => Ok(-1),
+        Some(t) => t
+            .parse::<i32>()
+            .map_err(|_| ApiError::bad_request(format!("invalid timeout: {t}"))),
+    }
+}
+
+fn stop_deadline(timeout: i32) -> Duration {
+    Duration::from_secs(timeout.max(10) as u64 + 15)
+}
+
+/// `POST /containers/{id}/stop?t=&signal=`: 204, or 304 when already stopped.
+pub async fn stop(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let timeout = stop_timeout_param(&q)?;
+    let mut client = st.services.containers.clone();
+    let r = call_within(
+        CONTAINERD,
+        stop_deadline(timeout),
+        client.stop(cpb::StopRequest {
+            id: spec_of(&c).id,
+            timeout_seconds: timeout,
+            signal: q.get("signal").cloned().unwrap_or_default(),
+        }),
+    )
+    .await?;
+    Ok(if r.already_stopped {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::NO_CONTENT
+    }
+    .into_response())
+}
+
+/// `POST /containers/{id}/restart?t=`.
+pub async fn restart(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let id = spec_of(&c).id;
+    let timeout = stop_timeout_param(&q)?;
+    let mut client = st.services.containers.clone();
+    call_within(
+        CONTAINERD,
+        stop_deadline(timeout),
+        client.stop(cpb::StopRequest {
+            id: id.clone(),
+            timeout_seconds: timeout,
+            signal: q.get("signal").cloned().unwrap_or_default(),
+        }),
+    )
+    .await?;
+    call_within(
+        CONTAINERD,
+        Duration::from_secs(60),
+        client.start(cpb::StartRequest { id }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/kill?signal=`.
+pub async fn kill(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let mut client = st.services.containers.clone();
+    call(
+        CONTAINERD,
+        client.kill(cpb::KillRequest {
+            id: spec_of(&c).id,
+            signal: q.get("signal").cloned().unwrap_or_default(),
+        }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/wait?condition=`. The status line and headers go out at once
+/// (the CLI sends `start` only after they arrive); the body follows when the condition
+/// holds. A containerd-svc restart in between is ridden out by asking again.
+pub async fn wait(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let condition = q
+        .get("condition")
+        .cloned()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "not-running".into());
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: \"{condition}\""
+        )));
+    }
+    let c = get_container(&st, &id).await?;
+    let full_id = spec_of(&c).id;
+    let mut client = st.services.containers.clone();
+    let fut = async move {
+        let mut cond = condition;
+        let mut last_code = c.exit_code;
+        loop {
+            let req = cpb::WaitRequest {
+                id: full_id.clone(),
+                condition: cond.clone(),
+            };
+            match client.wait(req).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let err = if r.error.is_empty() {
+                        Value::Null
+                    } else {
+                        json!({"Message": r.error})
+                    };
+                    return Ok::<_, std::io::Error>(
+                        json!({"StatusCode": r.exit_code, "Error": err}).to_string() + "\n",
+                    );
+                }
+                Err(s) if s.code() == tonic::Code::NotFound && cond == "removed" => {
+                    return Ok(json!({"StatusCode": last_code, "Error": null}).to_string() + "\n");
+                }
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) =>
+                {
+                    // The exit may happen while we reconnect: from now on, any stopped
+                    // state satisfies a next-exit wait.
+                    if cond == "next-exit" {
+                        cond = "not-running".into();
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if let Ok(c) = client
+                        .get(cpb::GetRequest {
+                            id: full_id.clone(),
+                        })
+                        .await
+                    {
+                        last_code = c.into_inner().exit_code;
+                    }
+                }
+                Err(s) => {
+                    let e = ApiError::from_status(CONTAINERD, s);
+                    return Ok(json!({"StatusCode": -1, "Error": {"Message": e.message}})
+                        .to_string()
+                        + "\n");
+                }
+            }
+        }
+    };
+    let mut resp = Response::new(Body::from_stream(futures_util::stream::once(fut)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// Removes a container and releases what the other services hold for it. Shared by
+/// `DELETE /containers/{id}` and the auto-remove reaper.
+pub async fn remove_container(
+    st: &AppState,
+    id: &str,
+    force: bool,
+    remove_volumes: bool,
+) -> Result<(), ApiError> {
+    let mut s = st.services.clone();
+    let removed = call_within(
+        CONTAINERD,
+        Duration::from_secs(40),
+        s.containers.remove(cpb::RemoveRequest {
+            id: id.to_string(),
+            force,
+        }),
+    )
+    .await?;
+    let full_id = removed
+        .container
+        .and_then(|c| c.spec)
+        .map(|sp| sp.id)
+        .unwrap_or_else(|| id.to_string());
+    call(
+        NETD,
+        s.networks.remove_endpoint(npb::RemoveEndpointRequest {
+            container_id: full_id.clone(),
+        }),
+    )
+    .await?;
+    call(
+        IMAGED,
+        s.images.remove_snapshot(ipb::RemoveSnapshotRequest {
+            container_id: full_id.clone(),
+        }),
+    )
+    .await?;
+    call(
+        LOGD,
+        s.logs.remove(lpb::RemoveRequest {
+            container_id: full_id.clone(),
+        }),
+    )
+    .await?;
+    call(
+        VOLUMED,
+        s.volumes.detach_container(vpb::DetachContainerRequest {
+            container_id: full_id,
+            remove_anonymous: remove_volumes,
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `DELETE /containers/{id}?force=&v=&link=`.
+pub async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    if query_bool(&q, "link") {
+        return Err(ApiError::not_supported("removing links (docker rm --link)"));
+    }
+    let c = get_container(&st, &id).await?;
+    let spec = spec_of(&c);
+    let force = query_bool(&q, "force");
+    if !force && (c.state == "running" || c.state == "paused") {
+        return Err(ApiError::conflict(format!(
+            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+            spec.name
+        )));
+    }
+    remove_container(&st, &spec.id, force, query_bool(&q, "v")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_follow_docker_rules() {
+        assert!(valid_container_name("web"));
+        assert!(valid_container_name("a1_b.c-d"));
+        assert!(!valid_container_name("w"));
+        assert!(!valid_container_name("_web"));
+        assert!(!valid_container_name("we b"));
+        assert!(!valid_container_name(""));
+    }
+
+    #[test]
+    fn env_overrides_by_key() {
+        let e = merge_env(
+            &["PATH=/bin".into(), "A=1".into()],
+            &["A=2".into(), "B=3".into()],
+        );
+        assert_eq!(e, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn command_merge_matches_docker() {
+        let v = |s: &[&str]| Some(s.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        // Request cmd replaces image cmd.
+        assert_eq!(
+            effective_command(None, v(&["echo"]), None, v(&["sh"])),
+            (None, v(&["echo"]))
+        );
+        // No request cmd: image cmd.
+        assert_eq!(
+            effective_command(None, None, None, v(&["sh"])),
+            (None, v(&["sh"]))
+        );
+        // Request entrypoint drops the image cmd.
+        assert_eq!(
+            effective_command(v(&["ls"]), None, v(&["x"]), v(&["sh"])),
+            (v(&["ls"]), None)
+        );
+        // Empty string entrypoint resets it.
+        assert_eq!(
+            effective_command(v(&[""]), v(&["a"]), v(&["x"]), None),
+            (None, v(&["a"]))
+        );
+    }
+
+    #[test]
+    fn binds_parse_like_docker() {
+        assert_eq!(
+            parse_bind("data:/data:ro").unwrap(),
+            Bind::Volume {
+                name: "data".into(),
+                destination: "/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            parse_bind("/srv:/srv").unwrap(),
+            Bind::Host {
+                source: "/srv".into(),
+                destination: "/srv".into(),
+                read_only: false
+            }
+        );
+        assert!(parse_bind("data:rel").is_err());
+        assert!(parse_bind("a:/b:bogus").is_err());
+        assert!(parse_bind("justone").is_err());
+    }
+
+    #[test]
+    fn status_text_matches_docker() {
+        let now = chrono::Utc::now();
+        let mut c = cpb::Container {
+            state: "created".into(),
+            ..Default::default()
+        };
+        assert_eq!(status_text(&c, now), "Created");
+        c.state = "running".into();
+        c.started_at = crate::util::rfc3339_nanos(now - chrono::Duration::seconds(5));
+        assert_eq!(status_text(&c, now), "Up 5 seconds");
+        c.state = "exited".into();
+        c.exit_code = 3;
+        c.finished_at = crate::util::rfc3339_nanos(now - chrono::Duration::seconds(180));
+        assert_eq!(status_text(&c, now), "Exited (3) 3 minutes ago");
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_nameservers() {
+        // Uses the host file; only checks the filter keeps no loopback server.
+        let r = container_resolv_conf(false);
+        assert!(!r.lines().any(|l| l.starts_with("nameserver 127.")));
+    }
+
+    #[test]
+    fn hosts_file_names_the_container() {
+        let h = hosts_file("172.29.0.2", "abc");
+        assert!(h.contains("127.0.0.1\tlocalhost"));
+        assert!(h.ends_with("172.29.0.2\tabc\n"));
+    }
+}

@@ -1,0 +1,324 @@
+//! Image endpoints: pull (`POST /images/create`), list, inspect.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::{IMAGED, call};
+use crate::util::{ZERO_TIME, parse_time};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use berth_proto::images;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long a pull may take to produce its first progress message (resolving the
+/// manifest); after that the stream has no deadline.
+const PULL_FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Decodes Docker's `X-Registry-Auth` (URL-safe base64 JSON; lenient about the alphabet
+/// and padding, as clients differ). Empty or `{}` means anonymous.
+pub fn decode_registry_auth(headers: &HeaderMap) -> Result<images::RegistryAuth, ApiError> {
+    let Some(raw) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
+        return Ok(images::RegistryAuth::default());
+    };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(images::RegistryAuth::default());
+    }
+    let trimmed = raw.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|_| ApiError::bad_request("invalid X-Registry-Auth header: not base64"))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("invalid X-Registry-Auth header: {e}")))?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(images::RegistryAuth {
+        username: s("username"),
+        password: s("password"),
+        identity_token: s("identitytoken"),
+        registry_token: s("registrytoken"),
+    })
+}
+
+/// `fromImage` + `tag` as the CLI sends them, joined into one reference.
+pub fn pull_reference(from_image: &str, tag: &str) -> String {
+    if tag.is_empty() {
+        return from_image.to_string();
+    }
+    if tag.starts_with("sha256:") {
+        return format!("{from_image}@{tag}");
+    }
+    // A tag already inside fromImage (after the last '/') wins, as in moby.
+    let last = from_image.rsplit('/').next().unwrap_or(from_image);
+    if last.contains(':') || from_image.contains('@') {
+        from_image.to_string()
+    } else {
+        format!("{from_image}:{tag}")
+    }
+}
+
+fn progress_json(p: &images::PullProgress) -> String {
+    let mut v = serde_json::Map::new();
+    v.insert("status".into(), json!(p.status));
+    if !p.id.is_empty() {
+        v.insert("id".into(), json!(p.id));
+    }
+    if p.total > 0 || p.current > 0 {
+        v.insert(
+            "progressDetail".into(),
+            json!({"current": p.current, "total": p.total}),
+        );
+    } else if !p.id.is_empty() {
+        v.insert("progressDetail".into(), json!({}));
+    }
+    let mut s = Value::Object(v).to_string();
+    s.push_str("\r\n");
+    s
+}
+
+/// A stream error as the CLI reads it: it looks only at `errorDetail`.
+pub fn stream_error_json(message: &str) -> String {
+    let mut s = json!({"errorDetail": {"message": message}, "error": message}).to_string();
+    s.push_str("\r\n");
+    s
+}
+
+/// `POST /images/create?fromImage=&tag=&platform=` (pull). Import (`fromSrc`) is not built.
+pub async fn create(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::not_supported("docker import"));
+    }
+    let from_image = q.get("fromImage").cloned().unwrap_or_default();
+    if from_image.is_empty() {
+        return Err(ApiError::bad_request("fromImage or fromSrc is required"));
+    }
+    let reference = pull_reference(&from_image, q.get("tag").map(String::as_str).unwrap_or(""));
+    let auth = decode_registry_auth(&headers)?;
+    let mut client = st.services.images.clone();
+    let req = images::PullRequest {
+        reference,
+        auth: Some(auth),
+        platform: q.get("platform").cloned().unwrap_or_default(),
+    };
+    let mut stream = call(IMAGED, client.pull(req)).await?;
+    // An error before anything was written is an ordinary HTTP error (the CLI's 401 retry
+    // and exit codes depend on it); later errors go into the stream.
+    let first = match tokio::time::timeout(PULL_FIRST_MESSAGE_DEADLINE, stream.message()).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(status)) => return Err(ApiError::from_status(IMAGED, status)),
+        Err(_) => {
+            return Err(ApiError::unavailable(
+                IMAGED,
+                "the pull did not start in time",
+            ));
+        }
+    };
+    let head =
+        futures_util::stream::iter(first.map(|m| Ok::<_, std::io::Error>(progress_json(&m))));
+    let rest = futures_util::stream::unfold(Some(stream), |state| async move {
+        let mut s = state?;
+        match s.message().await {
+            Ok(Some(m)) => Some((Ok::<_, std::io::Error>(progress_json(&m)), Some(s))),
+            Ok(None) => None,
+            Err(status) => {
+                let e = ApiError::from_status(IMAGED, status);
+                Some((Ok(stream_error_json(&e.message)), None))
+            }
+        }
+    });
+    let body = Body::from_stream(head.chain(rest));
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// The parts of an image config the API reports.
+pub fn parse_config(img: &images::Image) -> Value {
+    serde_json::from_slice(&img.config_json).unwrap_or(Value::Null)
+}
+
+fn unix_created(img: &images::Image) -> i64 {
+    parse_time(&img.created).map(|t| t.timestamp()).unwrap_or(0)
+}
+
+/// `GET /images/json`.
+pub async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut client = st.services.images.clone();
+    let all = crate::util::query_bool(&q, "all");
+    let list = call(
+        IMAGED,
+        client.list_images(images::ListImagesRequest { all }),
+    )
+    .await?;
+    let mut out: Vec<Value> = list
+        .images
+        .iter()
+        .map(|img| {
+            let cfg = parse_config(img);
+            let labels = cfg.pointer("/config/Labels").cloned().unwrap_or(json!({}));
+            json!({
+                "Id": img.id,
+                "ParentId": "",
+                "RepoTags": img.repo_tags,
+                "RepoDigests": img.repo_digests,
+                "Created": unix_created(img),
+                "Size": img.size,
+                "SharedSize": -1,
+                "Labels": if labels.is_null() { json!({}) } else { labels },
+                "Containers": -1,
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
+    Ok(Json(Value::Array(out)))
+}
+
+/// The JSON of `docker image inspect`.
+pub fn inspect_json(img: &images::Image) -> Value {
+    let cfg = parse_config(img);
+    json!({
+        "Id": img.id,
+        "RepoTags": img.repo_tags,
+        "RepoDigests": img.repo_digests,
+        "Parent": "",
+        "Comment": cfg.get("comment").cloned().unwrap_or(json!("")),
+        "Created": if img.created.is_empty() { ZERO_TIME.to_string() } else { img.created.clone() },
+        "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),
+        "Author": cfg.get("author").cloned().unwrap_or(json!("")),
+        "Config": cfg.get("config").cloned().unwrap_or(Value::Null),
+        "Architecture": img.architecture,
+        "Os": img.os,
+        "Size": img.size,
+        "GraphDriver": {"Name": "overlay2", "Data": null},
+        "RootFS": {"Type": "layers", "Layers": img.diff_ids},
+        "Metadata": {"LastTagTime": ZERO_TIME},
+    })
+}
+
+/// `GET /images/{name}/json` (names contain slashes, so the route is a wildcard).
+pub async fn get_by_path(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        let mut client = st.services.images.clone();
+        let img = call(
+            IMAGED,
+            client.get_image(images::GetImageRequest {
+                reference: name.to_string(),
+            }),
+        )
+        .await?;
+        return Ok(Json(inspect_json(&img)).into_response());
+    }
+    if rest.ends_with("/history") {
+        return Err(ApiError::not_supported("docker history"));
+    }
+    if rest == "get" || rest.ends_with("/get") {
+        return Err(ApiError::not_supported("docker save"));
+    }
+    if rest == "search" {
+        return Err(ApiError::not_supported("docker search"));
+    }
+    Err(ApiError::not_found("page not found"))
+}
+
+/// `DELETE /images/{name}`: removal comes with the image store's next slice.
+pub async fn delete_by_path(Path(_rest): Path<String>) -> Result<Response, ApiError> {
+    Err(ApiError::not_supported("docker rmi"))
+}
+
+/// `POST /images/{name}/tag|push`, `/images/load`, `/images/prune`.
+pub async fn post_by_path(method: Method, Path(rest): Path<String>) -> Result<Response, ApiError> {
+    let what = match rest.rsplit('/').next().unwrap_or("") {
+        "tag" => "docker tag".to_string(),
+        "push" => "docker push".to_string(),
+        "load" => "docker load".to_string(),
+        "prune" => "docker image prune".to_string(),
+        _ => format!("{method} /images/{rest}"),
+    };
+    Err(ApiError::not_supported(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_reference_joins_like_the_cli() {
+        assert_eq!(
+            pull_reference("docker.io/library/busybox", "latest"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            pull_reference("127.0.0.1:5000/busybox", "v1"),
+            "127.0.0.1:5000/busybox:v1"
+        );
+        assert_eq!(
+            pull_reference("127.0.0.1:5000/busybox", ""),
+            "127.0.0.1:5000/busybox"
+        );
+        assert_eq!(
+            pull_reference("busybox", "sha256:abc"),
+            "busybox@sha256:abc"
+        );
+    }
+
+    #[test]
+    fn registry_auth_decodes_leniently() {
+        let mut h = HeaderMap::new();
+        let json = r#"{"username":"u","password":"p?>"}"#;
+        let enc = base64::engine::general_purpose::URL_SAFE.encode(json);
+        h.insert("X-Registry-Auth", HeaderValue::from_str(&enc).unwrap());
+        let a = decode_registry_auth(&h).unwrap();
+        assert_eq!((a.username.as_str(), a.password.as_str()), ("u", "p?>"));
+        let enc = base64::engine::general_purpose::STANDARD_NO_PAD.encode(json);
+        h.insert("X-Registry-Auth", HeaderValue::from_str(&enc).unwrap());
+        assert_eq!(decode_registry_auth(&h).unwrap().username, "u");
+        h.insert("X-Registry-Auth", HeaderValue::from_static("e30="));
+        assert_eq!(
+            decode_registry_auth(&h).unwrap(),
+            images::RegistryAuth::default()
+        );
+        h.insert("X-Registry-Auth", HeaderValue::from_static("!!!"));
+        assert!(decode_registry_auth(&h).is_err());
+    }
+
+    #[test]
+    fn progress_messages_are_docker_json_lines() {
+        let p = images::PullProgress {
+            status: "Downloading".into(),
+            id: "abc".into(),
+            current: 5,
+            total: 10,
+            image: None,
+        };
+        let s = progress_json(&p);
+        assert!(s.ends_with("\r\n"));
+        let v: Value = serde_json::from_str(s.trim()).unwrap();
+        assert_eq!(v["progressDetail"]["total"], 10);
+        let e: Value = serde_json::from_str(stream_error_json("boom").trim()).unwrap();
+        assert_eq!(e["errorDetail"]["message"], "boom");
+    }
+}

@@ -1,0 +1,62 @@
+//! Auto-remove (`docker run --rm`): when a container with AutoRemove exits, the gateway
+//! removes it across the services, as dockerd does. It follows containerd-svc's event
+//! stream and, on every (re)connect, sweeps for exited auto-remove containers it may have
+//! missed while either side was down.
+
+use crate::AppState;
+use crate::containers::remove_container;
+use berth_proto::containers as cpb;
+use std::time::Duration;
+
+/// Runs until the process exits.
+pub async fn run(st: AppState) {
+    loop {
+        let mut client = st.services.containers.clone();
+        match client.events(cpb::EventsRequest {}).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                sweep(&st).await;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(ev)) if ev.action == "die" && ev.auto_remove => {
+                            let st = st.clone();
+                            tokio::spawn(async move { remove_exited(&st, &ev.id).await });
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("containerd events unavailable: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn sweep(st: &AppState) {
+    let mut client = st.services.containers.clone();
+    let Ok(list) = client.list(cpb::ListRequest { all: true }).await else {
+        return;
+    };
+    for c in list.into_inner().containers {
+        let Some(spec) = c.spec else { continue };
+        if spec.auto_remove && c.state == "exited" {
+            remove_exited(st, &spec.id).await;
+        }
+    }
+}
+
+async fn remove_exited(st: &AppState, id: &str) {
+    // Retried: a service may be restarting at this moment.
+    for attempt in 0..20 {
+        match remove_container(st, id, true, true).await {
+            Ok(()) => return,
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND && attempt > 0 => return,
+            Err(e) => {
+                tracing::debug!(container = %id, "auto-remove attempt {attempt}: {e}");
+                tokio::time::sleep(Duration::from_millis(250 * (attempt + 1))).await;
+            }
+        }
+    }
+    tracing::warn!(container = %id, "auto-remove gave up");
+}

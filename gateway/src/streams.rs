@@ -1,0 +1,256 @@
+//! Output streams: `attach` (a hijacked connection, HTTP 101) and `logs`, in Docker's
+//! multiplexed framing when the container has no TTY.
+
+use crate::AppState;
+use crate::containers::get_container;
+use crate::error::ApiError;
+use crate::services::{LOGD, call};
+use crate::util::{parse_unix_time_param, query_bool, query_bool_or};
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_proto::logs as lpb;
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+
+/// Docker's stream type bytes in the multiplexed framing (`stdcopy`).
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+/// A "system error" frame: the client stops and prints it.
+pub const SYSERR: u8 = 3;
+
+/// One stdcopy frame: stream byte, three zero bytes, big-endian u32 length, payload.
+pub fn frame(stream: u8, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(8 + payload.len());
+    b.put_u8(stream);
+    b.put_bytes(0, 3);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+fn timestamp_prefix(nanos: i64) -> String {
+    let t = chrono::DateTime::from_timestamp_nanos(nanos);
+    // Docker prints a fixed 9-digit fraction (`2006-01-02T15:04:05.000000000Z07:00`).
+    format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
+}
+
+fn render_entry(e: &lpb::LogEntry, timestamps: bool, tty: bool) -> Bytes {
+    let mut payload = Vec::with_capacity(e.line.len() + 32);
+    if timestamps {
+        payload.extend_from_slice(timestamp_prefix(e.time_unix_nano).as_bytes());
+    }
+    payload.extend_from_slice(&e.line);
+    if tty {
+        Bytes::from(payload)
+    } else {
+        frame(if e.stream == 2 { STDERR } else { STDOUT }, &payload)
+    }
+}
+
+fn stream_content_type(tty: bool) -> HeaderValue {
+    if tty {
+        HeaderValue::from_static("application/vnd.docker.raw-stream")
+    } else {
+        HeaderValue::from_static("application/vnd.docker.multiplexed-stream")
+    }
+}
+
+/// `GET /containers/{id}/logs`.
+pub async fn logs(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let stdout = query_bool(&q, "stdout");
+    let stderr = query_bool(&q, "stderr");
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    if query_bool(&q, "details") {
+        return Err(ApiError::not_supported("docker logs --details"));
+    }
+    let c = get_container(&st, &id).await?;
+    let spec = c.spec.clone().unwrap_or_default();
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("") | Some("all") => -1,
+        Some(n) => n
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid tail value: {n}")))?,
+    };
+    let follow = query_bool(&q, "follow")
+        && (c.state == "running" || c.state == "paused" || c.state == "restarting");
+    let timestamps = query_bool(&q, "timestamps");
+    let req = lpb::ReadRequest {
+        container_id: spec.id,
+        follow,
+        tail,
+        since_unix_nano: parse_unix_time_param(q.get("since"))?,
+        until_unix_nano: parse_unix_time_param(q.get("until"))?,
+        stdout,
+        stderr,
+    };
+    let mut client = st.services.logs.clone();
+    let stream = call(LOGD, client.read(req)).await?;
+    let tty = spec.tty;
+    let body = futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut s = state?;
+        match s.message().await {
+            Ok(Some(e)) => Some((
+                Ok::<_, std::io::Error>(render_entry(&e, timestamps, tty)),
+                Some(s),
+            )),
+            Ok(None) => None,
+            Err(status) => {
+                let e = ApiError::from_status(LOGD, status);
+                Some((
+                    Ok(frame(
+                        SYSERR,
+                        format!("Error grabbing logs: {}", e.message).as_bytes(),
+                    )),
+                    None,
+                ))
+            }
+        }
+    });
+    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, stream_content_type(tty));
+    Ok(resp)
+}
+
+/// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`. Output comes from logd,
+/// followed from the current end, so the CLI's attach-before-start sees every line.
+/// Attaching stdin needs the shim's stdio and is not built yet.
+pub async fn attach(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let c = get_container(&st, &id).await?;
+    let spec = c.spec.clone().unwrap_or_default();
+    if query_bool(&q, "stdin") && spec.open_stdin {
+        return Err(ApiError::not_supported("attaching stdin"));
+    }
+    if query_bool(&q, "logs") {
+        return Err(ApiError::not_supported("attach with logs=1"));
+    }
+    let stdout = query_bool_or(&q, "stdout", false);
+    let stderr = query_bool_or(&q, "stderr", false);
+    let stream_output = query_bool(&q, "stream") && (stdout || stderr);
+    let tty = spec.tty;
+
+    // Subscribe before answering, so nothing written after this point is missed.
+    let follower = if stream_output {
+        let mut client = st.services.logs.clone();
+        let r = lpb::ReadRequest {
+            container_id: spec.id.clone(),
+            follow: true,
+            tail: 0,
+            since_unix_nano: 0,
+            until_unix_nano: 0,
+            stdout,
+            stderr,
+        };
+        Some(call(LOGD, client.read(r)).await?)
+    } else {
+        None
+    };
+
+    let upgrade_requested = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
+    if !upgrade_requested {
+        // Old clients: a plain 200 with the raw stream as the body.
+        let body = futures_util::stream::unfold(follower, move |state| async move {
+            let mut s = state?;
+            match s.message().await {
+                Ok(Some(e)) => Some((
+                    Ok::<_, std::io::Error>(render_entry(&e, false, tty)),
+                    Some(s),
+                )),
+                _ => None,
+            }
+        });
+        let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, stream_content_type(tty));
+        return Ok(resp);
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let container_id = spec.id.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(container = %container_id, "attach upgrade failed: {e}");
+                return;
+            }
+        };
+        let mut io = TokioIo::new(upgraded);
+        if let Some(mut s) = follower {
+            loop {
+                match s.message().await {
+                    Ok(Some(e)) => {
+                        if io.write_all(&render_entry(&e, false, tty)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        let msg = ApiError::from_status(LOGD, status).message;
+                        let _ = io.write_all(&frame(SYSERR, msg.as_bytes())).await;
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = io.flush().await;
+        let _ = io.shutdown().await;
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(header::CONTENT_TYPE, stream_content_type(tty));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_follow_stdcopy() {
+        let f = frame(STDERR, b"hi\n");
+        assert_eq!(&f[..8], &[2, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(&f[8..], b"hi\n");
+    }
+
+    #[test]
+    fn timestamps_have_nine_digits() {
+        let p = timestamp_prefix(1_700_000_000_000_000_123);
+        assert_eq!(p, "2023-11-14T22:13:20.000000123Z ");
+    }
+
+    #[test]
+    fn entries_render_per_stream() {
+        let e = lpb::LogEntry {
+            stream: 2,
+            line: b"x\n".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(render_entry(&e, false, false)[0], STDERR);
+        assert_eq!(&render_entry(&e, false, true)[..], b"x\n");
+    }
+}

@@ -1,0 +1,374 @@
+//! Daemon-wide endpoints: ping, version, info, and the read-only network/volume views.
+
+use crate::error::ApiError;
+use crate::services::{CONTAINERD, IMAGED, NETD, VOLUMED, call};
+use crate::{API_VERSION, AppState, BERTH_VERSION, MIN_API_VERSION};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_proto::{containers, images, networks, volumes};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// `GET|HEAD /_ping`: the CLI negotiates its API version from these headers.
+pub async fn ping() -> Response {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert("Builder-Version", HeaderValue::from_static("1"));
+    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    (StatusCode::OK, h, "OK").into_response()
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `GET /version`.
+pub async fn version() -> Json<Value> {
+    Json(json!({
+        "Platform": {"Name": "Berth"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": BERTH_VERSION,
+            "Details": {
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": go_arch(),
+                "KernelVersion": kernel_version(),
+                "Experimental": "false",
+            }
+        }],
+        "Version": BERTH_VERSION,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": option_env!("BERTH_GIT_COMMIT").unwrap_or("unknown"),
+        "GoVersion": "n/a (Rust)",
+        "Os": "linux",
+        "Arch": go_arch(),
+        "KernelVersion": kernel_version(),
+        "BuildTime": "",
+        "Experimental": false,
+    }))
+}
+
+fn meminfo_total_bytes() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<i64>().ok())
+                })
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+fn os_pretty_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// "2" when /sys/fs/cgroup is a cgroup2 mount, else "1" (legacy or hybrid).
+fn cgroup_version() -> &'static str {
+    match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => "2",
+        _ => "1",
+    }
+}
+
+/// `GET /info`: real counts from the services; a service that is down is listed under
+/// Warnings instead of failing the whole call.
+pub async fn info(State(st): State<AppState>) -> Json<Value> {
+    let mut warnings: Vec<String> = Vec::new();
+    let mut s = st.services.clone();
+    let (mut running, mut paused, mut stopped, mut total) = (0, 0, 0, 0);
+    match call(
+        CONTAINERD,
+        s.containers.list(containers::ListRequest { all: true }),
+    )
+    .await
+    {
+        Ok(list) => {
+            for c in list.containers {
+                total += 1;
+                match c.state.as_str() {
+                    "running" | "restarting" => running += 1,
+                    "paused" => paused += 1,
+                    _ => stopped += 1,
+                }
+            }
+        }
+        Err(e) => warnings.push(e.message),
+    }
+    let images = match call(
+        IMAGED,
+        s.images
+            .list_images(images::ListImagesRequest { all: false }),
+    )
+    .await
+    {
+        Ok(l) => l.images.len(),
+        Err(e) => {
+            warnings.push(e.message);
+            0
+        }
+    };
+    for (svc, ok) in [
+        (
+            NETD,
+            call(
+                NETD,
+                s.networks.list_networks(networks::ListNetworksRequest {}),
+            )
+            .await
+            .is_ok(),
+        ),
+        (
+            VOLUMED,
+            call(
+                VOLUMED,
+                s.volumes.list_volumes(volumes::ListVolumesRequest {}),
+            )
+            .await
+            .is_ok(),
+        ),
+    ] {
+        if !ok {
+            warnings.push(format!("berth: the {svc} service is unavailable"));
+        }
+    }
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ncpu = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Json(json!({
+        "ID": berth_kit::paths::instance_suffix(&st.info.roots.run_root),
+        "Containers": total,
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": stopped,
+        "Images": images,
+        "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", "overlayfs"]],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file", "none"]},
+        "MemoryLimit": true,
+        "SwapLimit": false,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "CPUSet": true,
+        "PidsLimit": true,
+        "IPv4Forwarding": true,
+        "Debug": false,
+        "NFd": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
+        "NGoroutines": 0,
+        "SystemTime": crate::util::rfc3339_nanos(chrono::Utc::now()),
+        "LoggingDriver": st.info.log_driver,
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version(),
+        "NEventsListener": 0,
+        "KernelVersion": kernel_version(),
+        "OperatingSystem": os_pretty_name(),
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "Mirrors": []},
+        "NCPU": ncpu,
+        "MemTotal": meminfo_total_bytes(),
+        "DockerRootDir": st.info.roots.data_root.display().to_string(),
+        "Name": hostname,
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "ServerVersion": BERTH_VERSION,
+        "Runtimes": {"berth-shim": {"path": "berth-shim"}},
+        "DefaultRuntime": "berth-shim",
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+        "LiveRestoreEnabled": true,
+        "Isolation": "",
+        "InitBinary": "",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "Warnings": warnings,
+    }))
+}
+
+/// `GET /plugins`: Berth has no plugins, so the empty list is the truth.
+pub async fn plugins() -> Json<Value> {
+    Json(json!([]))
+}
+
+/// `POST /build/prune`: there is no build cache yet, so nothing to delete is the truth.
+pub async fn build_prune() -> Json<Value> {
+    Json(json!({"CachesDeleted": [], "SpaceReclaimed": 0}))
+}
+
+fn network_json(n: &networks::Network) -> Value {
+    let config = if n.subnet.is_empty() {
+        json!([])
+    } else {
+        json!([{"Subnet": n.subnet, "Gateway": n.gateway}])
+    };
+    let mut options = serde_json::Map::new();
+    if !n.bridge.is_empty() {
+        options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
+    }
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": if n.created.is_empty() { crate::util::ZERO_TIME.to_string() } else { n.created.clone() },
+        "Scope": "local",
+        "Driver": n.driver,
+        "EnableIPv4": true,
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": config},
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": {},
+        "Options": options,
+        "Labels": n.labels,
+    })
+}
+
+/// `GET /networks`.
+pub async fn networks_list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut c = st.services.networks.clone();
+    let list = call(NETD, c.list_networks(networks::ListNetworksRequest {})).await?;
+    Ok(Json(Value::Array(
+        list.networks.iter().map(network_json).collect(),
+    )))
+}
+
+/// `GET /networks/{id}`.
+pub async fn network_inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut c = st.services.networks.clone();
+    let n = call(
+        NETD,
+        c.get_network(networks::GetNetworkRequest { name_or_id: id }),
+    )
+    .await?;
+    Ok(Json(network_json(&n)))
+}
+
+fn volume_json(v: &volumes::Volume) -> Value {
+    json!({
+        "Name": v.name,
+        "Driver": if v.driver.is_empty() { "local" } else { &v.driver },
+        "Mountpoint": v.mountpoint,
+        "CreatedAt": v.created_at,
+        "Labels": v.labels,
+        "Options": v.options,
+        "Scope": "local",
+    })
+}
+
+/// `GET /volumes`.
+pub async fn volumes_list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut c = st.services.volumes.clone();
+    let list = call(VOLUMED, c.list_volumes(volumes::ListVolumesRequest {})).await?;
+    Ok(Json(json!({
+        "Volumes": list.volumes.iter().map(volume_json).collect::<Vec<_>>(),
+        "Warnings": [],
+    })))
+}
+
+/// `POST /volumes/create`.
+pub async fn volume_create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "PascalCase")]
+    struct Req {
+        name: String,
+        driver: String,
+        driver_opts: Option<HashMap<String, String>>,
+        labels: Option<HashMap<String, String>>,
+    }
+    let req: Req = if body.is_empty() {
+        Req::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
+    };
+    if !req.driver.is_empty() && req.driver != "local" {
+        return Err(ApiError::not_found(format!(
+            "plugin \"{}\" not found",
+            req.driver
+        )));
+    }
+    let mut c = st.services.volumes.clone();
+    let v = call(
+        VOLUMED,
+        c.create_volume(volumes::CreateVolumeRequest {
+            name: req.name,
+            driver: "local".into(),
+            labels: req.labels.unwrap_or_default(),
+            options: req.driver_opts.unwrap_or_default(),
+        }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(volume_json(&v))).into_response())
+}
+
+/// `GET /volumes/{name}`.
+pub async fn volume_inspect(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut c = st.services.volumes.clone();
+    let v = call(VOLUMED, c.get_volume(volumes::GetVolumeRequest { name })).await?;
+    Ok(Json(volume_json(&v)))
+}
+
+/// `DELETE /volumes/{name}?force=`.
+pub async fn volume_remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = st.services.volumes.clone();
+    let force = crate::util::query_bool(&q, "force");
+    call(
+        VOLUMED,
+        c.remove_volume(volumes::RemoveVolumeRequest { name, force }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
