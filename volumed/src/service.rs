@@ -1,0 +1,118 @@
+//! The Volumes gRPC service over [`VolumeStore`].
+
+use crate::store::{Mount, MountRequest, Volume, VolumeStore};
+use berth_proto::volumes as pb;
+use berth_proto::volumes::volumes_server::Volumes;
+use tonic::{Request, Response, Status};
+
+/// The volumed gRPC service.
+#[derive(Clone)]
+pub struct VolumeService {
+    store: VolumeStore,
+}
+
+impl VolumeService {
+    /// Serves `store`.
+    pub fn new(store: VolumeStore) -> Self {
+        Self { store }
+    }
+}
+
+fn to_pb(v: Volume) -> pb::Volume {
+    pb::Volume {
+        name: v.name,
+        driver: v.driver,
+        mountpoint: v.mountpoint,
+        created_at: v.created_at,
+        labels: v.labels.into_iter().collect(),
+        options: v.options.into_iter().collect(),
+        anonymous: v.anonymous,
+        used_by: v.used_by,
+    }
+}
+
+fn mount_to_pb(m: Mount) -> pb::VolumeMount {
+    pb::VolumeMount {
+        name: m.name,
+        source: m.source,
+        destination: m.destination,
+        read_only: m.read_only,
+        anonymous: m.anonymous,
+    }
+}
+
+#[tonic::async_trait]
+impl Volumes for VolumeService {
+    async fn create_volume(
+        &self,
+        request: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let r = request.into_inner();
+        let v = self
+            .store
+            .create(
+                &r.name,
+                &r.driver,
+                r.labels.into_iter().collect(),
+                r.options.into_iter().collect(),
+            )
+            .await?;
+        Ok(Response::new(to_pb(v)))
+    }
+
+    async fn get_volume(
+        &self,
+        request: Request<pb::GetVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
+        let v = self.store.get(&request.into_inner().name).await?;
+        Ok(Response::new(to_pb(v)))
+    }
+
+    async fn list_volumes(
+        &self,
+        _request: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        let volumes = self.store.list().await?.into_iter().map(to_pb).collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn remove_volume(
+        &self,
+        request: Request<pb::RemoveVolumeRequest>,
+    ) -> Result<Response<pb::RemoveVolumeResponse>, Status> {
+        let r = request.into_inner();
+        self.store.remove(&r.name, r.force).await?;
+        Ok(Response::new(pb::RemoveVolumeResponse {}))
+    }
+
+    async fn attach_container(
+        &self,
+        request: Request<pb::AttachContainerRequest>,
+    ) -> Result<Response<pb::AttachContainerResponse>, Status> {
+        let r = request.into_inner();
+        let mounts: Vec<MountRequest> = r
+            .mounts
+            .into_iter()
+            .map(|m| MountRequest {
+                name: m.name,
+                destination: m.destination,
+                read_only: m.read_only,
+            })
+            .collect();
+        let out = self.store.attach(&r.container_id, &mounts).await?;
+        Ok(Response::new(pb::AttachContainerResponse {
+            mounts: out.into_iter().map(mount_to_pb).collect(),
+        }))
+    }
+
+    async fn detach_container(
+        &self,
+        request: Request<pb::DetachContainerRequest>,
+    ) -> Result<Response<pb::DetachContainerResponse>, Status> {
+        let r = request.into_inner();
+        self.store
+            .detach(&r.container_id, r.remove_anonymous)
+            .await?;
+        Ok(Response::new(pb::DetachContainerResponse {}))
+    }
+}
