@@ -1,1 +1,209 @@
+//! berth-imaged: the image store. Registry pulls (oci-client), image/tag records in
+//! SQLite, layers unpacked once per chain ID, and per-container overlay snapshots.
+//!
+//! On disk, under `<data-root>/imaged/`:
+//! - `state.db`: the records (source of truth);
+//! - `tmp/`: downloads and unpacks in progress (emptied on start);
+//! - `layers/<chain-id-hex>/diff`: unpacked layers, renamed into place when complete;
+//! - `l/<16 hex>`: short symlinks to layer diff dirs, so overlay options fit in a page;
+//! - `empty/`: the lower dir of images without layers;
+//! - `snapshots/<container-id>/{upper,work,merged}`: container rootfs overlays.
 
+pub mod error;
+pub mod grpc;
+pub mod lookup;
+pub mod mounts;
+pub mod pull;
+pub mod reconcile;
+pub mod reference;
+pub mod snapshot;
+pub mod store;
+pub mod unpack;
+
+pub use error::{ImagedError, Result};
+pub use grpc::ImagesService;
+pub use store::{MIGRATOR, Store};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where imaged keeps its files (all under `<data-root>/imaged/`).
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout rooted at imaged's service directory.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// `<root>/tmp`: work in progress; anything here at start is debris.
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// `<root>/layers`.
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// `<root>/layers/<chain-id-hex>`.
+    pub fn layer_dir(&self, chain_id: &str) -> PathBuf {
+        self.layers().join(digest_hex(chain_id))
+    }
+
+    /// `<root>/l`: short names for layer diff dirs.
+    pub fn links(&self) -> PathBuf {
+        self.root.join("l")
+    }
+
+    /// `<root>/empty`: the lower dir of an image without layers.
+    pub fn empty(&self) -> PathBuf {
+        self.root.join("empty")
+    }
+
+    /// `<root>/snapshots`.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// `<root>/snapshots/<container-id>`.
+    pub fn snapshot_dir(&self, container_id: &str) -> PathBuf {
+        self.snapshots().join(container_id)
+    }
+
+    /// Creates the directories above.
+    pub fn create(&self) -> Result<()> {
+        for d in [
+            self.tmp(),
+            self.layers(),
+            self.links(),
+            self.empty(),
+            self.snapshots(),
+        ] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| ImagedError::io(format!("creating {}", d.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The hex part of `sha256:<hex>` (the input itself when it has no algorithm).
+pub fn digest_hex(digest: &str) -> &str {
+    digest.split_once(':').map(|(_, h)| h).unwrap_or(digest)
+}
+
+/// imaged's settings, from flags and daemon.json.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `<data-root>/imaged`.
+    pub dir: PathBuf,
+    /// `host:port` registries spoken to over plain HTTP (besides loopback ones).
+    pub insecure_registries: Vec<String>,
+}
+
+/// Reads `insecure-registries` from a daemon.json, if there is one. A missing file means
+/// none; a malformed one is an error (the daemon should not start on a broken config).
+pub fn insecure_registries_from(config_file: Option<&Path>) -> Result<Vec<String>> {
+    let Some(path) = config_file else {
+        return Ok(Vec::new());
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ImagedError::io(format!("reading {}", path.display()), e)),
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ImagedError::InvalidArgument(format!("parsing {}: {e}", path.display())))?;
+    Ok(doc
+        .get("insecure-registries")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The image store. Cheap to clone; every clone shares state.
+#[derive(Clone)]
+pub struct Imaged {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    layout: Layout,
+    insecure: Vec<String>,
+    /// One unpack per chain ID at a time: concurrent pulls sharing a layer wait, then
+    /// find it committed.
+    layer_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Snapshot prepare/remove are short; serialising them keeps mount state simple.
+    snapshot_lock: tokio::sync::Mutex<()>,
+}
+
+impl Imaged {
+    /// An image store over an opened database.
+    pub fn new(pool: sqlx::SqlitePool, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: Store::new(pool),
+                layout: Layout::new(settings.dir),
+                insecure: settings.insecure_registries,
+                layer_locks: std::sync::Mutex::new(HashMap::new()),
+                snapshot_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The database access.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The on-disk layout.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    fn layer_lock(&self, chain_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = match self.inner.layer_locks.lock() {
+            Ok(m) => m,
+            // A panic while holding this map cannot leave it inconsistent (insert only).
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(chain_id.to_string()).or_default().clone()
+    }
+}
+
+/// Runs blocking work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImagedError::io("blocking task", std::io::Error::other(e.to_string())))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_insecure_registries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.json");
+        assert!(insecure_registries_from(Some(&p)).unwrap().is_empty());
+        std::fs::write(&p, r#"{"insecure-registries": ["reg.local:5000"]}"#).unwrap();
+        assert_eq!(
+            insecure_registries_from(Some(&p)).unwrap(),
+            vec!["reg.local:5000".to_string()]
+        );
+        std::fs::write(&p, "{").unwrap();
+        assert!(insecure_registries_from(Some(&p)).is_err());
+    }
+}

@@ -1,1 +1,41 @@
-fn main() {}
+//! berth-imaged: parse flags, open the database, reconcile, serve until SIGTERM.
+
+use anyhow::Context;
+use berth_imaged::{Imaged, ImagesService, MIGRATOR, Settings, insecure_registries_from};
+use berth_kit::ServiceArgs;
+use berth_proto::images::images_server::ImagesServer;
+use clap::Parser;
+
+/// The Berth image store.
+#[derive(Debug, Parser)]
+#[command(name = "berth-imaged", version)]
+struct Args {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    berth_kit::telemetry::init("berth-imaged", args.service.debug);
+    let roots = args.service.roots();
+    let insecure_registries = insecure_registries_from(args.service.config_file.as_deref())
+        .context("reading the daemon config")?;
+    let pool = berth_kit::db::open(&roots.state_db("imaged"), &MIGRATOR).await?;
+    let imaged = Imaged::new(
+        pool,
+        Settings {
+            dir: roots.service_dir("imaged"),
+            insecure_registries,
+        },
+    );
+    imaged.reconcile().await.context("reconciling")?;
+    let routes = tonic::service::Routes::new(ImagesServer::new(ImagesService::new(imaged)));
+    berth_kit::grpc::serve_unix(
+        &roots.socket("imaged"),
+        routes,
+        berth_kit::shutdown::signal_received(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The `berth.images.v1.Images` gRPC service over [`Imaged`].
+
+use crate::Imaged;
+use berth_proto::images::images_server::Images;
+use berth_proto::images::{
+    GetImageRequest, Image, ListImagesRequest, ListImagesResponse, PrepareSnapshotRequest,
+    PullProgress, PullRequest, RemoveSnapshotRequest, RemoveSnapshotResponse, Snapshot,
+};
+use futures_util::Stream;
+use std::pin::Pin;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// The gRPC face of the image store.
+#[derive(Clone)]
+pub struct ImagesService {
+    imaged: Imaged,
+}
+
+impl ImagesService {
+    /// Serves `imaged`.
+    pub fn new(imaged: Imaged) -> Self {
+        Self { imaged }
+    }
+}
+
+/// The Pull response stream.
+pub type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Images for ImagesService {
+    type PullStream = PullStream;
+
+    async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullStream>, Status> {
+        let req = request.into_inner();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let imaged = self.imaged.clone();
+        // The pull runs to completion even if the client goes away: it leaves either a
+        // committed layer or nothing, and the next pull reuses what was done.
+        tokio::spawn(async move {
+            if let Err(e) = imaged.pull(req, tx.clone()).await {
+                tracing::warn!("pull failed: {e}");
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
+        });
+        // An error before any progress is the call's own status, so callers can answer
+        // with a plain HTTP error as dockerd does.
+        match rx.recv().await {
+            Some(Ok(first)) => {
+                let rest = ReceiverStream::new(rx);
+                let stream = futures_util::stream::once(async move { Ok(first) });
+                Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
+                    stream, rest,
+                ))))
+            }
+            Some(Err(status)) => Err(status),
+            None => Err(Status::internal("pull ended without a result")),
+        }
+    }
+
+    async fn get_image(
+        &self,
+        request: Request<GetImageRequest>,
+    ) -> Result<Response<Image>, Status> {
+        let row = self.imaged.resolve(&request.into_inner().reference).await?;
+        Ok(Response::new(self.imaged.image_proto(row).await?))
+    }
+
+    async fn list_images(
+        &self,
+        _request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let mut images = Vec::new();
+        for row in self.imaged.store().images().await.map_err(Status::from)? {
+            images.push(self.imaged.image_proto(row).await?);
+        }
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn prepare_snapshot(
+        &self,
+        request: Request<PrepareSnapshotRequest>,
+    ) -> Result<Response<Snapshot>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.imaged
+                .prepare_snapshot(&req.container_id, &req.image_id)
+                .await?,
+        ))
+    }
+
+    async fn remove_snapshot(
+        &self,
+        request: Request<RemoveSnapshotRequest>,
+    ) -> Result<Response<RemoveSnapshotResponse>, Status> {
+        self.imaged
+            .remove_snapshot(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(RemoveSnapshotResponse {}))
+    }
+}

@@ -1,0 +1,644 @@
+//! Registry pulls: manifest + config via oci-client, each layer streamed to a temp file,
+//! verified, unpacked beside its final place and renamed in, then the image recorded.
+
+use crate::error::{ImagedError, Result};
+use crate::reference::{ImageRef, is_loopback_registry, registry_host};
+use crate::store::{ImageRow, LayerRow};
+use crate::unpack::{chain_ids, unpack_layer};
+use crate::{Imaged, blocking, digest_hex};
+use berth_proto::images::{Image, PullProgress, PullRequest};
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::ImageIndexEntry;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Where pull progress goes: the gRPC response stream.
+pub type ProgressSender = mpsc::Sender<std::result::Result<PullProgress, tonic::Status>>;
+
+/// How often a `Downloading` message is sent at most, per layer.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A requested platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, ...
+    pub arch: String,
+    /// `v7`, `v8`, ...
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]`; empty means this host.
+    pub fn parse(s: &str) -> Result<Self> {
+        if s.is_empty() {
+            return Ok(Self::host());
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Self {
+                os: os.to_lowercase(),
+                arch: arch.to_lowercase(),
+                variant: None,
+            }),
+            [os, arch, variant] if !os.is_empty() && !arch.is_empty() && !variant.is_empty() => {
+                Ok(Self {
+                    os: os.to_lowercase(),
+                    arch: arch.to_lowercase(),
+                    variant: Some(variant.to_lowercase()),
+                })
+            }
+            _ => Err(ImagedError::InvalidArgument(format!(
+                "\"{s}\": unknown operating system or architecture: invalid argument"
+            ))),
+        }
+    }
+
+    /// linux + this host's architecture, in Go's names.
+    pub fn host() -> Self {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "loongarch64" => "loong64",
+            other => other,
+        };
+        Self {
+            os: "linux".into(),
+            arch: arch.into(),
+            variant: None,
+        }
+    }
+
+    /// Picks the index entry for this platform: os and arch must match; an entry with the
+    /// wanted variant wins, else the first os/arch match.
+    pub fn choose(&self, entries: &[ImageIndexEntry]) -> Option<String> {
+        let matching: Vec<&ImageIndexEntry> = entries
+            .iter()
+            .filter(|e| {
+                e.platform.as_ref().is_some_and(|p| {
+                    p.os.to_string() == self.os && p.architecture.to_string() == self.arch
+                })
+            })
+            .collect();
+        if let Some(v) = &self.variant
+            && let Some(e) = matching.iter().find(|e| {
+                e.platform
+                    .as_ref()
+                    .and_then(|p| p.variant.as_deref())
+                    .is_some_and(|pv| pv == v)
+            })
+        {
+            return Some(e.digest.clone());
+        }
+        matching.first().map(|e| e.digest.clone())
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The subset of an image config imaged needs (the raw bytes are kept as pulled).
+#[derive(Debug, serde::Deserialize)]
+struct ConfigDoc {
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    rootfs: RootFs,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// Sends progress messages; a vanished client does not stop the pull.
+struct Progress {
+    tx: ProgressSender,
+}
+
+impl Progress {
+    async fn send(&self, status: impl Into<String>, id: &str, current: i64, total: i64) {
+        let msg = PullProgress {
+            status: status.into(),
+            id: id.to_string(),
+            current,
+            total,
+            image: None,
+        };
+        let _ = self.tx.send(Ok(msg)).await;
+    }
+
+    async fn status(&self, status: impl Into<String>, id: &str) {
+        self.send(status, id, 0, 0).await;
+    }
+}
+
+/// Removes a temp file or directory unless disarmed (on every error path).
+struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    fn new(path: PathBuf) -> Self {
+        Self { path, armed: true }
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let _ = match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&self.path),
+            Ok(_) => std::fs::remove_file(&self.path),
+            Err(_) => Ok(()),
+        };
+    }
+}
+
+/// What a registry error message needs to say.
+struct ErrCtx {
+    scheme: &'static str,
+    registry: String,
+    familiar: String,
+    familiar_name: String,
+    platform: Platform,
+}
+
+impl ErrCtx {
+    /// Maps oci-client errors to Docker's messages and our codes.
+    fn map(&self, err: OciDistributionError) -> ImagedError {
+        match err {
+            OciDistributionError::RequestError(e) => {
+                // reqwest is only reachable through oci-client: we use the value, not its type.
+                self.request_error(
+                    e.is_connect() || e.is_timeout(),
+                    io_reason(&e),
+                    e.to_string(),
+                )
+            }
+            OciDistributionError::RegistryError { envelope, .. } => {
+                let mut code = String::new();
+                let mut parts = Vec::new();
+                for e in &envelope.errors {
+                    let c = serde_json::to_value(&e.code)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    if code.is_empty() {
+                        code = c.clone();
+                    }
+                    // Docker renders an errcode as "<code in lower case words>: <message>".
+                    parts.push(format!(
+                        "{}: {}",
+                        c.to_lowercase().replace('_', " "),
+                        e.message
+                    ));
+                }
+                let detail = parts.join(", ");
+                match code.as_str() {
+                    "MANIFEST_UNKNOWN" | "BLOB_UNKNOWN" => ImagedError::NotFound(format!(
+                        "manifest for {} not found: {detail}",
+                        self.familiar
+                    )),
+                    "NAME_UNKNOWN" | "DENIED" | "UNAUTHORIZED" => {
+                        ImagedError::NotFound(self.access_denied(&detail))
+                    }
+                    _ => ImagedError::Registry(detail),
+                }
+            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => ImagedError::NotFound(
+                self.access_denied("denied: requested access to the resource is denied"),
+            ),
+            OciDistributionError::ServerError { code: 404, .. } => ImagedError::NotFound(format!(
+                "manifest for {} not found: manifest unknown: manifest unknown",
+                self.familiar
+            )),
+            OciDistributionError::ImageManifestNotFoundError(_) => ImagedError::NotFound(format!(
+                "no matching manifest for {} in the manifest list entries",
+                self.platform
+            )),
+            OciDistributionError::DigestError(e) => {
+                ImagedError::BadLayer(format!("filesystem layer verification failed: {e}"))
+            }
+            other => ImagedError::Registry(format!("error pulling {}: {other}", self.familiar)),
+        }
+    }
+
+    /// Docker's wording for a repository we may not read.
+    fn access_denied(&self, detail: &str) -> String {
+        format!(
+            "pull access denied for {}, repository does not exist or may require 'docker login': {detail}",
+            self.familiar_name
+        )
+    }
+
+    /// Docker's wording for a registry it cannot talk to:
+    /// `Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused`.
+    fn request_error(&self, dial: bool, reason: Option<String>, text: String) -> ImagedError {
+        let url = format!("{}://{}/v2/", self.scheme, self.registry);
+        let host_port = if self
+            .registry
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            && !self.registry.ends_with(']')
+        {
+            self.registry.clone()
+        } else {
+            let port = if self.scheme == "http" { 80 } else { 443 };
+            format!("{}:{port}", registry_host(&self.registry))
+        };
+        if dial {
+            let reason = reason.unwrap_or_else(|| "i/o timeout".to_string());
+            ImagedError::Unavailable(format!(
+                "Get \"{url}\": dial tcp {host_port}: connect: {reason}"
+            ))
+        } else {
+            let reason = reason.unwrap_or(text);
+            ImagedError::Unavailable(format!("Get \"{url}\": {reason}"))
+        }
+    }
+}
+
+/// The innermost I/O error of a chain, in Go's words where they differ from Rust's.
+fn io_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut found = None;
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            found = Some(match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                std::io::ErrorKind::ConnectionReset => "connection reset by peer".to_string(),
+                std::io::ErrorKind::TimedOut => "i/o timeout".to_string(),
+                _ => io.to_string(),
+            });
+        }
+        cur = err.source();
+    }
+    found
+}
+
+fn short_id(digest: &str) -> String {
+    digest_hex(digest).chars().take(12).collect()
+}
+
+fn random_name(suffix: &str) -> String {
+    format!("{:016x}.{suffix}", rand::random::<u64>())
+}
+
+impl Imaged {
+    fn client_for(&self, registry: &str, platform: &Platform) -> (Client, &'static str) {
+        let insecure =
+            is_loopback_registry(registry) || self.inner.insecure.iter().any(|r| r == registry);
+        let (protocol, scheme) = if insecure {
+            (ClientProtocol::Http, "http")
+        } else {
+            (ClientProtocol::Https, "https")
+        };
+        let chooser = platform.clone();
+        let config = ClientConfig {
+            protocol,
+            platform_resolver: Some(Box::new(move |entries: &[ImageIndexEntry]| {
+                chooser.choose(entries)
+            })),
+            connect_timeout: Some(Duration::from_secs(10)),
+            read_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        (Client::new(config), scheme)
+    }
+
+    /// True when the layer is committed and its directory present. A record whose
+    /// directory vanished is dropped so the layer is pulled again.
+    async fn layer_present(&self, chain_id: &str) -> Result<bool> {
+        if self.store().layer(chain_id).await?.is_none() {
+            return Ok(false);
+        }
+        let diff = self.layout().layer_dir(chain_id).join("diff");
+        if tokio::fs::metadata(&diff).await.is_ok() {
+            return Ok(true);
+        }
+        tracing::warn!(chain_id, "layer record without directory; pulling it again");
+        self.store().delete_layer(chain_id).await?;
+        Ok(false)
+    }
+
+    /// Pulls `req.reference`, streaming Docker-style progress to `tx`. The last message
+    /// of a successful pull carries the image; errors are returned (not sent).
+    pub async fn pull(&self, req: PullRequest, tx: ProgressSender) -> Result<Image> {
+        let r = ImageRef::parse(&req.reference)?;
+        let platform = Platform::parse(&req.platform)?;
+        let progress = Progress { tx };
+        let registry = r.oci().resolve_registry().to_string();
+        let (client, scheme) = self.client_for(&registry, &platform);
+        let ctx = ErrCtx {
+            scheme,
+            registry,
+            familiar: r.familiar(),
+            familiar_name: r.familiar_name(),
+            platform: platform.clone(),
+        };
+        let auth = match req.auth {
+            Some(a) if !a.username.is_empty() => RegistryAuth::Basic(a.username, a.password),
+            Some(a) if !a.registry_token.is_empty() => RegistryAuth::Bearer(a.registry_token),
+            _ => RegistryAuth::Anonymous,
+        };
+
+        let (manifest, manifest_digest, config, list_digest) = client
+            .pull_manifest_and_config_and_list_digest(r.oci(), &auth)
+            .await
+            .map_err(|e| ctx.map(e))?;
+        let pulled_as = r
+            .digest()
+            .map(str::to_string)
+            .or_else(|| r.tag().map(str::to_string))
+            .unwrap_or_default();
+        progress
+            .status(format!("Pulling from {}", r.repository()), &pulled_as)
+            .await;
+
+        let config = config.into_bytes();
+        let image_id = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        let doc: ConfigDoc = serde_json::from_slice(&config)
+            .map_err(|e| ImagedError::Registry(format!("invalid image config: {e}")))?;
+        if doc.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ImagedError::Registry(format!(
+                "invalid image: manifest has {} layers, config has {} diff IDs",
+                manifest.layers.len(),
+                doc.rootfs.diff_ids.len()
+            )));
+        }
+        let chains = chain_ids(&doc.rootfs.diff_ids);
+
+        let mut present = Vec::with_capacity(chains.len());
+        for (layer, chain) in manifest.layers.iter().zip(&chains) {
+            let here = self.layer_present(chain).await?;
+            let status = if here {
+                "Already exists"
+            } else {
+                "Pulling fs layer"
+            };
+            progress.status(status, &short_id(&layer.digest)).await;
+            present.push(here);
+        }
+
+        let mut size = 0i64;
+        for (i, layer) in manifest.layers.iter().enumerate() {
+            let chain = &chains[i];
+            if !present[i] {
+                let lock = self.layer_lock(chain);
+                let _guard = lock.lock().await;
+                if !self.layer_present(chain).await? {
+                    self.fetch_layer(
+                        &client,
+                        r.oci(),
+                        &ctx,
+                        layer,
+                        i,
+                        &doc.rootfs.diff_ids,
+                        &chains,
+                        &progress,
+                    )
+                    .await?;
+                }
+                progress
+                    .status("Pull complete", &short_id(&layer.digest))
+                    .await;
+            }
+            size += self
+                .store()
+                .layer(chain)
+                .await?
+                .map(|l| l.size)
+                .unwrap_or_default();
+        }
+
+        let digest = list_digest.unwrap_or_else(|| manifest_digest.clone());
+        let repo_digest = r.familiar_digest(&digest);
+        let tag = if r.digest().is_none() {
+            r.familiar_tag()
+        } else {
+            None
+        };
+        let had_digest = self.store().image_id_by_repo_digest(&repo_digest).await?;
+        let row = ImageRow {
+            id: image_id.clone(),
+            config,
+            manifest_digest,
+            diff_ids: serde_json::to_string(&doc.rootfs.diff_ids)
+                .map_err(|e| ImagedError::Registry(format!("diff ids: {e}")))?,
+            size,
+            created: doc.created.unwrap_or_default(),
+            os: doc.os,
+            architecture: doc.architecture,
+        };
+        let previous = self
+            .store()
+            .commit_image(&row, tag.as_deref(), &repo_digest)
+            .await?;
+        let up_to_date = match &tag {
+            Some(_) => previous.as_deref() == Some(image_id.as_str()),
+            None => had_digest.as_deref() == Some(image_id.as_str()),
+        };
+        progress.status(format!("Digest: {digest}"), "").await;
+        let image = self.image_proto(row).await?;
+        let shown = tag.unwrap_or_else(|| r.familiar());
+        let status = if up_to_date {
+            format!("Status: Image is up to date for {shown}")
+        } else {
+            format!("Status: Downloaded newer image for {shown}")
+        };
+        let _ = progress
+            .tx
+            .send(Ok(PullProgress {
+                status,
+                id: String::new(),
+                current: 0,
+                total: 0,
+                image: Some(image.clone()),
+            }))
+            .await;
+        tracing::info!(image = %r.familiar(), id = %image_id, "pulled");
+        Ok(image)
+    }
+
+    /// Downloads, verifies, unpacks and commits layer `i`.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_layer(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        ctx: &ErrCtx,
+        layer: &oci_client::manifest::OciDescriptor,
+        i: usize,
+        diff_ids: &[String],
+        chains: &[String],
+        progress: &Progress,
+    ) -> Result<()> {
+        let id = short_id(&layer.digest);
+        let tmp = self.layout().tmp();
+        let blob = TempPath::new(tmp.join(random_name("blob")));
+        let mut stream = client
+            .pull_blob_stream(reference, layer)
+            .await
+            .map_err(|e| ctx.map(e))?;
+        let total = if layer.size > 0 {
+            layer.size
+        } else {
+            stream.content_length.map(|n| n as i64).unwrap_or_default()
+        };
+        let mut file = tokio::fs::File::create(&blob.path)
+            .await
+            .map_err(|e| ImagedError::io(format!("creating {}", blob.path.display()), e))?;
+        let mut current = 0i64;
+        let mut last = Instant::now();
+        progress.send("Downloading", &id, 0, total).await;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| blob_error(ctx, &layer.digest, e))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
+            current += chunk.len() as i64;
+            if last.elapsed() >= PROGRESS_EVERY {
+                progress.send("Downloading", &id, current, total).await;
+                last = Instant::now();
+            }
+        }
+        file.flush()
+            .await
+            .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
+        drop(file);
+        progress.status("Verifying Checksum", &id).await;
+        progress.status("Download complete", &id).await;
+        progress.send("Extracting", &id, current, total).await;
+
+        let unpack_dir = TempPath::new(tmp.join(random_name("layer")));
+        let (blob_path, dir, media) = (
+            blob.path.clone(),
+            unpack_dir.path.join("diff"),
+            layer.media_type.clone(),
+        );
+        let unpacked = blocking(move || unpack_layer(&blob_path, &media, &dir)).await?;
+        if unpacked.diff_id != diff_ids[i] {
+            return Err(ImagedError::BadLayer(format!(
+                "layer {} has diff ID {}, the image config says {}",
+                layer.digest, unpacked.diff_id, diff_ids[i]
+            )));
+        }
+        let final_dir = self.layout().layer_dir(&chains[i]);
+        commit_dir(&unpack_dir.path, &final_dir).await?;
+        let mut unpack_dir = unpack_dir;
+        unpack_dir.armed = false;
+        self.store()
+            .insert_layer(&LayerRow {
+                chain_id: chains[i].clone(),
+                diff_id: unpacked.diff_id,
+                size: unpacked.size as i64,
+                parent: if i == 0 {
+                    None
+                } else {
+                    Some(chains[i - 1].clone())
+                },
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Builds the API view of an image row.
+    pub async fn image_proto(&self, row: ImageRow) -> Result<Image> {
+        let repo_tags = self.store().tags_of(&row.id).await?;
+        let repo_digests = self.store().repo_digests_of(&row.id).await?;
+        let diff_ids: Vec<String> = serde_json::from_str(&row.diff_ids).unwrap_or_default();
+        Ok(Image {
+            id: row.id,
+            repo_tags,
+            repo_digests,
+            size: row.size,
+            created: row.created,
+            config_json: row.config,
+            diff_ids,
+            os: row.os,
+            architecture: row.architecture,
+        })
+    }
+}
+
+/// Renames a finished unpack into its final place (same file system, atomic); a leftover
+/// final dir cannot exist (reconcile removes uncommitted ones), so it is replaced.
+async fn commit_dir(from: &Path, to: &Path) -> Result<()> {
+    let (from, to) = (from.to_path_buf(), to.to_path_buf());
+    blocking(move || {
+        if std::fs::symlink_metadata(&to).is_ok() {
+            std::fs::remove_dir_all(&to)
+                .map_err(|e| ImagedError::io(format!("removing {}", to.display()), e))?;
+        }
+        std::fs::rename(&from, &to).map_err(|e| {
+            ImagedError::io(
+                format!("renaming {} to {}", from.display(), to.display()),
+                e,
+            )
+        })?;
+        if let Some(parent) = to.parent() {
+            // The rename is only durable once the directory holding it is synced.
+            if let Ok(d) = std::fs::File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A blob stream error: a digest mismatch (oci-client reports it at the end of the
+/// stream) is a bad layer; anything else is the connection.
+fn blob_error(ctx: &ErrCtx, digest: &str, e: std::io::Error) -> ImagedError {
+    let text = e.to_string();
+    if text.to_lowercase().contains("digest") {
+        ImagedError::BadLayer(format!(
+            "filesystem layer verification failed for digest {digest}: {text}"
+        ))
+    } else {
+        let reason = io_reason(&e).unwrap_or(text);
+        ImagedError::Unavailable(format!(
+            "error pulling {} layer {digest}: {reason}",
+            ctx.familiar
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_parsing() {
+        let p = Platform::parse("linux/arm64/v8").unwrap();
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        assert_eq!(Platform::parse("").unwrap().os, "linux");
+        assert!(Platform::parse("linux").is_err());
+    }
+}
