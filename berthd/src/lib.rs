@@ -1,1 +1,186 @@
+//! berthd: the launcher. One command that starts Berth's six services as separate
+//! processes, waits for each to be ready, restarts one that dies, and stops them all in
+//! order on SIGTERM/SIGINT. For machines without systemd; with systemd, the units in
+//! `deploy/systemd/` do the same job and berthd is not used.
+//!
+//! Containers never depend on berthd: their shims are detached from every service, so
+//! stopping berthd leaves them running (live-restore).
 
+pub mod backoff;
+pub mod config;
+pub mod pidfile;
+pub mod services;
+pub mod supervisor;
+
+use config::Settings;
+use services::{Health, ServiceSpec};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use supervisor::Supervised;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long a service gets to become ready at startup.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why berthd could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A flag or the configuration file is wrong.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Another berthd owns the exec root, or the pid file cannot be written.
+    #[error(transparent)]
+    PidFile(#[from] pidfile::PidFileError),
+    /// A root directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A service binary is neither beside berthd nor on PATH.
+    #[error(
+        "cannot find {binary} beside {exe_dir} or on PATH (build it with `cargo build --bins`)"
+    )]
+    MissingBinary {
+        /// The binary's name.
+        binary: String,
+        /// berthd's own directory.
+        exe_dir: String,
+    },
+    /// A service did not become ready in time.
+    #[error("{binary} did not become ready within {secs}s ({detail})")]
+    NotReady {
+        /// The binary's name.
+        binary: String,
+        /// The timeout.
+        secs: u64,
+        /// What is known: restarts and the last exit.
+        detail: String,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot watch signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs Berth until SIGTERM/SIGINT, then stops the services (gateway first) and returns.
+pub async fn run(settings: Settings) -> Result<(), LaunchError> {
+    // Installed first: a signal during startup must stop what was started, not kill
+    // berthd and orphan half the services.
+    let mut term = signal(SignalKind::terminate()).map_err(LaunchError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(LaunchError::Signals)?;
+
+    for dir in [&settings.data_root, &settings.exec_root] {
+        std::fs::create_dir_all(dir).map_err(|source| LaunchError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let _pid_file = pidfile::PidFile::acquire(&settings.exec_root)?;
+    if !settings.live_restore {
+        tracing::warn!(
+            "live-restore=false is not supported yet: containers keep running when Berth stops"
+        );
+    }
+
+    let specs = resolve_binaries(services::specs(&settings))?;
+    let mut running: Vec<Supervised> = Vec::new();
+    for (spec, binary) in specs {
+        let name = spec.binary;
+        let svc = Supervised::start(name, binary, spec.args.clone());
+        let ready = tokio::select! {
+            r = wait_ready(&spec.health, &svc) => r,
+            _ = term.recv() => Err(None),
+            _ = int.recv() => Err(None),
+        };
+        running.push(svc);
+        match ready {
+            Ok(()) => {}
+            Err(failure) => {
+                stop_all(running).await;
+                return match failure {
+                    None => {
+                        tracing::info!("signal received during startup; services stopped");
+                        Ok(())
+                    }
+                    Some(detail) => Err(LaunchError::NotReady {
+                        binary: name.to_string(),
+                        secs: READY_TIMEOUT.as_secs(),
+                        detail,
+                    }),
+                };
+            }
+        }
+    }
+    let apis: Vec<String> = settings
+        .hosts
+        .iter()
+        .map(|h| format!("unix://{}", h.display()))
+        .collect();
+    tracing::info!("Berth is ready: Docker API on {}", apis.join(", "));
+
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, stopping Berth"),
+        _ = int.recv() => tracing::info!("SIGINT received, stopping Berth"),
+    }
+    stop_all(running).await;
+    tracing::info!("Berth stopped; containers keep running");
+    Ok(())
+}
+
+fn resolve_binaries(specs: Vec<ServiceSpec>) -> Result<Vec<(ServiceSpec, PathBuf)>, LaunchError> {
+    let exe = std::env::current_exe().ok();
+    let exe_dir = exe.as_deref().and_then(Path::parent);
+    let path_var = std::env::var_os("PATH");
+    specs
+        .into_iter()
+        .map(
+            |spec| match services::find_binary(spec.binary, exe_dir, path_var.as_deref()) {
+                Some(b) => Ok((spec, b)),
+                None => Err(LaunchError::MissingBinary {
+                    binary: spec.binary.to_string(),
+                    exe_dir: exe_dir.map_or("berthd".into(), |d| d.display().to_string()),
+                }),
+            },
+        )
+        .collect()
+}
+
+/// Polls the service's health until it is ready or [`READY_TIMEOUT`] passes; the error
+/// says what is known (restarts, last exit).
+async fn wait_ready(health: &Health, svc: &Supervised) -> Result<(), Option<String>> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if svc.state.pid().is_some() && services::is_healthy(health, Duration::from_secs(1)).await {
+            tracing::info!(
+                service = svc.name,
+                pid = svc.state.pid().unwrap_or(0),
+                "ready"
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let mut detail = format!("restarted {} times", svc.state.restarts());
+            if let Some(last) = svc.state.last_exit() {
+                detail.push_str(&format!("; last: {last}"));
+            } else {
+                detail.push_str("; still running but not answering its health check");
+            }
+            return Err(Some(detail));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the gateway first (so no new request reaches a stopping backend), then the
+/// others in reverse start order.
+async fn stop_all(mut running: Vec<Supervised>) {
+    while let Some(svc) = running.pop() {
+        let restarts = svc.state.restarts();
+        if restarts > 0 {
+            tracing::info!(service = svc.name, restarts, "had been restarted");
+        }
+        svc.stop().await;
+    }
+}

@@ -21,7 +21,10 @@ impl Drop for Gateway {
 }
 
 fn start() -> Gateway {
-    let dir = tempfile::Builder::new().prefix("bg").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bg")
+        .tempdir_in("/tmp")
+        .unwrap();
     let data = dir.path().join("d");
     let run = dir.path().join("r");
     let child = Command::new(env!("CARGO_BIN_EXE_berth-gateway"))
@@ -37,7 +40,11 @@ fn start() -> Gateway {
         assert!(Instant::now() < deadline, "gateway never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Gateway { child, socket, _dir: dir }
+    Gateway {
+        child,
+        socket,
+        _dir: dir,
+    }
 }
 
 /// A raw HTTP/1.1 exchange; returns (status, headers lowercased, body).
@@ -92,7 +99,10 @@ fn ping_version_and_errors_without_services() {
     let t = Instant::now();
     let (code, _, body) = request(&gw.socket, "GET", "/v1.50/containers/json", "");
     assert_eq!(code, 503, "{body}");
-    assert!(message(&body).starts_with("berth: the containerd service is unavailable"), "{body}");
+    assert!(
+        message(&body).starts_with("berth: the containerd service is unavailable"),
+        "{body}"
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
     let (code, _, body) = request(&gw.socket, "GET", "/images/json", "");
     assert_eq!(code, 503);
@@ -101,14 +111,22 @@ fn ping_version_and_errors_without_services() {
     // /info still answers, listing the missing services under Warnings.
     let (code, _, body) = request(&gw.socket, "GET", "/info", "");
     assert_eq!(code, 200);
-    assert!(body.contains("the containerd service is unavailable"), "{body}");
+    assert!(
+        body.contains("the containerd service is unavailable"),
+        "{body}"
+    );
     assert!(body.contains("\"OSType\":\"linux\""));
 
     // Bad input is refused before any service is asked.
     let (code, _, body) = request(&gw.socket, "POST", "/containers/create", "{bad");
     assert_eq!(code, 400);
     assert!(message(&body).starts_with("invalid JSON"));
-    let (code, _, body) = request(&gw.socket, "POST", "/containers/create?name=a%20b", r#"{"Image":"busybox"}"#);
+    let (code, _, body) = request(
+        &gw.socket,
+        "POST",
+        "/containers/create?name=a%20b",
+        r#"{"Image":"busybox"}"#,
+    );
     assert_eq!(code, 400);
     assert!(message(&body).contains("Invalid container name (a b)"));
 
@@ -127,10 +145,18 @@ fn the_docker_cli_talks_to_it() {
     let out = Command::new("docker")
         .env("DOCKER_HOST", format!("unix://{}", gw.socket.display()))
         .env("DOCKER_CONFIG", gw._dir.path())
-        .args(["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"])
+        .args([
+            "version",
+            "--format",
+            "{{.Server.APIVersion}} {{.Server.Os}}",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.50 linux");
     let out = Command::new("docker")
         .env("DOCKER_HOST", format!("unix://{}", gw.socket.display()))
@@ -140,7 +166,12 @@ fn the_docker_cli_talks_to_it() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("berth: the containerd service is unavailable"), "{err}");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&gw.socket).unwrap().permissions()) & 0o777;
+    assert!(
+        err.contains("berth: the containerd service is unavailable"),
+        "{err}"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&gw.socket).unwrap().permissions(),
+    ) & 0o777;
     assert_eq!(mode, 0o660);
 }

@@ -1,1 +1,43 @@
+//! berth-e2e: helpers for end-to-end tests that drive a real Berth with the real `docker`
+//! CLI.
+//!
+//! Each test starts its own [`Registry`] (Debian's docker-registry on a free loopback
+//! port), pushes the [`TestImage`] (Debian's static busybox as an image) into it, and
+//! starts its own [`Berth`] (`target/debug/berthd` with temporary roots, a 172.29.N.0/24
+//! bridge and its own cgroup parent). Dropping a `Berth` removes its containers, stops
+//! berthd, runs `berth-netd --teardown`, kills leftover shims and cgroup members,
+//! unmounts what is left under its roots, removes its cgroups and deletes its temp dirs;
+//! when the test failed it prints berthd's log (which holds every service's log too).
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`; scripts/test.sh
+//! does it). Tests run as root.
 
+pub mod berth;
+pub mod cmd;
+pub mod http;
+pub mod image;
+pub mod procs;
+pub mod registry;
+
+pub use berth::Berth;
+pub use cmd::{Output, wait_until};
+pub use image::{Format, TestImage};
+pub use registry::Registry;
+
+/// Prints a progress line to stderr (shown for failing tests), so a failure says which
+/// step it was in.
+#[macro_export]
+macro_rules! step {
+    ($($arg:tt)*) => {
+        eprintln!("[e2e {}] {}", env!("CARGO_CRATE_NAME"), format!($($arg)*))
+    };
+}
+
+/// Starts a registry, builds the busybox image and pushes it as `busybox:latest`;
+/// returns the registry, the image and the pushed reference.
+pub fn registry_with_busybox() -> anyhow::Result<(Registry, TestImage, String)> {
+    let registry = Registry::start()?;
+    let image = TestImage::build()?;
+    let (reference, _) = image.push(&registry, "busybox:latest", Format::Oci)?;
+    Ok((registry, image, reference))
+}

@@ -1,0 +1,263 @@
+//! The test image: Debian's static busybox as a one-layer OCI image, pushed with skopeo.
+//!
+//! There is no internet on the test machines, so the image is made here from
+//! `/bin/busybox` (package busybox-static): `bin/busybox`, one symlink per applet
+//! (`bin/sh`, `bin/echo`, `bin/sleep`, ...), `etc/passwd` and `etc/group` with root and
+//! nobody, and a world-writable sticky `tmp/`. The layer is a gzip-compressed tar; the
+//! config has `Cmd ["sh"]` and Docker's default PATH, like the real busybox image.
+
+use crate::cmd;
+use crate::registry::Registry;
+use anyhow::{Context, Result, bail};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Where Debian's busybox-static puts its binary.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// The PATH Docker images conventionally set.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Manifest formats skopeo can push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/vnd.oci.image.manifest.v1+json` (as built).
+    Oci,
+    /// `application/vnd.docker.distribution.manifest.v2+json` (skopeo converts).
+    DockerV2,
+}
+
+/// A built image as an OCI image layout on disk.
+#[derive(Debug)]
+pub struct TestImage {
+    dir: tempfile::TempDir,
+    /// `sha256:...` of the compressed layer.
+    pub layer_digest: String,
+    /// `sha256:...` of the uncompressed layer tar (the config's diff_id).
+    pub diff_id: String,
+    /// Size of the uncompressed layer in bytes.
+    pub layer_size: u64,
+    /// `sha256:...` of the config blob: Docker's image ID for this image.
+    pub config_digest: String,
+    /// `sha256:...` of the OCI manifest as built.
+    pub manifest_digest: String,
+    /// The applets linked in `bin/`.
+    pub applets: Vec<String>,
+}
+
+/// Docker's name for the host architecture.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+impl TestImage {
+    /// Builds the busybox image from `/bin/busybox`.
+    pub fn build() -> Result<Self> {
+        let busybox = std::fs::read(BUSYBOX)
+            .with_context(|| format!("reading {BUSYBOX} (install busybox-static)"))?;
+        let list = cmd::run(Command::new(BUSYBOX).arg("--list"), Duration::from_secs(10))?;
+        if !list.success() {
+            bail!("busybox --list failed: {list}");
+        }
+        let applets: Vec<String> = list
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|a| !a.is_empty() && !a.contains('/') && *a != "busybox")
+            .map(String::from)
+            .collect();
+        if !applets.iter().any(|a| a == "sh") {
+            bail!("{BUSYBOX} has no sh applet");
+        }
+
+        let tar = layer_tar(&busybox, &applets)?;
+        let diff_id = sha256(&tar);
+        let layer_size = tar.len() as u64;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        std::io::Write::write_all(&mut gz, &tar)?;
+        let layer = gz.finish()?;
+        let layer_digest = sha256(&layer);
+
+        let created = "2024-01-01T00:00:00Z";
+        let config = serde_json::to_vec(&json!({
+            "architecture": host_arch(),
+            "os": "linux",
+            "created": created,
+            "config": {
+                "Env": [DEFAULT_PATH],
+                "Cmd": ["sh"],
+            },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+            "history": [{
+                "created": created,
+                "created_by": "berth-e2e: busybox-static rootfs",
+            }],
+        }))?;
+        let config_digest = sha256(&config);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": layer_digest,
+                "size": layer.len(),
+            }],
+        }))?;
+        let manifest_digest = sha256(&manifest);
+
+        let dir = tempfile::Builder::new()
+            .prefix("berth-img")
+            .tempdir_in("/tmp")?;
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs)?;
+        for (digest, data) in [
+            (&layer_digest, &layer),
+            (&config_digest, &config),
+            (&manifest_digest, &manifest),
+        ] {
+            let hex = digest.trim_start_matches("sha256:");
+            std::fs::write(blobs.join(hex), data)?;
+        }
+        std::fs::write(
+            dir.path().join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        let index = json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest.len(),
+                "annotations": { "org.opencontainers.image.ref.name": "latest" },
+            }],
+        });
+        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index)?)?;
+
+        Ok(Self {
+            dir,
+            layer_digest,
+            diff_id,
+            layer_size,
+            config_digest,
+            manifest_digest,
+            applets,
+        })
+    }
+
+    /// The OCI image layout directory.
+    pub fn layout_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Pushes the image to `registry` as `repo:tag` (e.g. `busybox:latest`) and returns
+    /// the full reference (`127.0.0.1:PORT/busybox:latest`) and the pushed manifest's
+    /// digest (which differs from [`Self::manifest_digest`] for [`Format::DockerV2`]).
+    pub fn push(
+        &self,
+        registry: &Registry,
+        repo_tag: &str,
+        format: Format,
+    ) -> Result<(String, String)> {
+        let reference = format!("127.0.0.1:{}/{repo_tag}", registry.port());
+        let digest_file = self.dir.path().join(format!(
+            "pushed-{}.digest",
+            repo_tag.replace(['/', ':'], "_")
+        ));
+        let mut c = Command::new("skopeo");
+        c.args([
+            "copy",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+        ])
+        .arg("--digestfile")
+        .arg(&digest_file);
+        if format == Format::DockerV2 {
+            c.args(["--format", "v2s2"]);
+        }
+        c.arg(format!("oci:{}:latest", self.dir.path().display()))
+            .arg(format!("docker://{reference}"));
+        // skopeo must not read the host's registries config or credentials.
+        c.env("HOME", self.dir.path());
+        let out = cmd::run(&mut c, Duration::from_secs(120))?;
+        if !out.success() {
+            bail!("skopeo copy to {reference} failed: {out}");
+        }
+        let digest = std::fs::read_to_string(&digest_file)
+            .context("reading skopeo's digest file")?
+            .trim()
+            .to_string();
+        Ok((reference, digest))
+    }
+}
+
+/// The uncompressed layer: deterministic (fixed mtime, root owner), so the image ID is
+/// the same every run.
+fn layer_tar(busybox: &[u8], applets: &[String]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| -> Result<()> {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        b.append_data(&mut h, path, std::io::empty())?;
+        Ok(())
+    };
+    for d in [
+        "bin/", "etc/", "root/", "home/", "dev/", "proc/", "sys/", "var/", "usr/",
+    ] {
+        dir(&mut b, d, 0o755)?;
+    }
+    dir(&mut b, "tmp/", 0o1777)?;
+    let mut h = header(tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    b.append_data(&mut h, "bin/busybox", busybox)?;
+    for a in applets {
+        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")?;
+    }
+    let files: [(&str, &str); 2] = [
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        ),
+        (
+            "etc/group",
+            "root:x:0:\nnogroup:x:65534:\nnobody:x:65534:\n",
+        ),
+    ];
+    for (path, text) in files {
+        let mut h = header(tar::EntryType::Regular, 0o644, text.len() as u64);
+        b.append_data(&mut h, path, text.as_bytes())?;
+    }
+    Ok(b.into_inner()?)
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_704_067_200);
+    h
+}

@@ -1,0 +1,92 @@
+//! Berth's point: a service crashing never touches a running container. Kill -9 the
+//! gateway, then containerd-svc, while a container ticks; berthd restarts each (backoff
+//! starts at 100 ms) and afterwards the same container, with the same PID, is still
+//! running, and its log is complete: no tick lost or duplicated across the restarts.
+
+use berth_e2e::procs;
+use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+/// The numbers of the `tick N` lines in `docker logs`, in order.
+fn ticks(berth: &Berth, name: &str) -> Vec<u64> {
+    berth
+        .docker(&["logs", name])
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_service_crash_leaves_containers_running() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("restart").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+
+    step!("start a container that counts");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            &img,
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done",
+        ])
+        .unwrap();
+    let container_pid = berth.container_pid("ticker").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || ticks(
+        &berth, "ticker"
+    )
+    .len()
+        >= 2));
+
+    for service in ["berth-gateway", "berth-containerd"] {
+        step!("kill -9 {service}");
+        let old = berth
+            .service_pid(service)
+            .unwrap_or_else(|| panic!("{service} is not a child of berthd"));
+        let seen_before = ticks(&berth, "ticker").len();
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+
+        // berthd notices the exit and starts a new process.
+        assert!(
+            wait_until(Duration::from_secs(15), || berth
+                .service_pid(service)
+                .is_some_and(|p| p != old)),
+            "berthd did not restart {service}"
+        );
+        // The API works again (for containerd-svc: the gateway reaches the new one).
+        assert!(
+            wait_until(Duration::from_secs(15), || berth.docker(&["ps"]).success()),
+            "docker ps kept failing after {service} restarted: {}",
+            berth.docker(&["ps"])
+        );
+
+        step!("same container, same PID, still logging after {service} restarted");
+        let ps = berth
+            .docker_ok(&["ps", "--format", "{{.Names}}\t{{.Status}}"])
+            .unwrap();
+        assert!(
+            ps.lines().any(|l| l.starts_with("ticker\tUp")),
+            "ticker not Up after {service} restart:\n{ps}"
+        );
+        assert_eq!(berth.container_pid("ticker").unwrap(), container_pid);
+        assert!(procs::alive(container_pid));
+        assert!(
+            wait_until(Duration::from_secs(10), || ticks(&berth, "ticker").len()
+                > seen_before + 1),
+            "the log stopped growing after {service} restarted"
+        );
+    }
+
+    step!("no tick was lost or duplicated across both restarts");
+    let all = ticks(&berth, "ticker");
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(all, expected, "the log has gaps or duplicates");
+}
