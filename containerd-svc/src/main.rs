@@ -1,1 +1,56 @@
-fn main() {}
+//! berth-containerd: container records and lifecycle over `<run-root>/containerd.sock`.
+
+use anyhow::Context;
+use berth_containerd::service::Service;
+use berth_containerd::{Config, MIGRATOR, SERVICE, find_shim_binary};
+use berth_proto::containers::containers_server::ContainersServer;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth-containerd", about = "Berth container service")]
+struct Args {
+    #[command(flatten)]
+    common: berth_kit::ServiceArgs,
+    /// The berth-shim executable (default: beside this binary, else on PATH).
+    #[arg(long)]
+    shim_binary: Option<PathBuf>,
+    /// logd's socket handed to shims (default `<run-root>/logd.sock`).
+    #[arg(long)]
+    logd_socket: Option<PathBuf>,
+    /// Cgroup parent for containers (default: the instance's, e.g. `berth`).
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    berth_kit::telemetry::init("berth-containerd", args.common.debug);
+    let roots = args.common.roots();
+    let shim_binary = args
+        .shim_binary
+        .or_else(find_shim_binary)
+        .context("berth-shim not found beside berth-containerd nor on PATH (use --shim-binary)")?;
+    let cfg = Config {
+        bundles_dir: roots.service_dir(SERVICE).join("bundles"),
+        shims_dir: roots.run_root.join("shims"),
+        state_root: roots.run_root.join("youki"),
+        shim_binary,
+        logd_socket: args.logd_socket.unwrap_or_else(|| roots.socket("logd")),
+        cgroup_parent: args.cgroup_parent.unwrap_or_else(|| roots.cgroup_parent()),
+    };
+    std::fs::create_dir_all(&cfg.bundles_dir)?;
+    std::fs::create_dir_all(&cfg.shims_dir)?;
+    let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
+    let svc = Service::new(pool, cfg);
+    svc.reconcile().await.context("reconciling with shims")?;
+    let routes = tonic::service::Routes::new(ContainersServer::new(svc));
+    berth_kit::grpc::serve_unix(
+        &roots.socket(SERVICE),
+        routes,
+        berth_kit::shutdown::signal_received(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,363 @@
+//! Starting the shim: detach, create and start the container single-threaded, report on
+//! the handshake (stdout), then serve on a current-thread tokio runtime.
+
+use crate::cli::{Cli, Cmd, RunArgs};
+use crate::exitfile::{self, ExitRecord};
+use crate::lines::Splitter;
+use crate::logfwd::{self, LogTarget, Output};
+use crate::server::ShimService;
+use crate::{ShimError, error_chain, now_unix_nano};
+use berth_proto::shim::shim_server::ShimServer;
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
+
+/// Handshake line prefixes read by berth-containerd.
+pub const HANDSHAKE_OK: &str = "started";
+/// See [`HANDSHAKE_OK`].
+pub const HANDSHAKE_ERR: &str = "error";
+
+/// Dispatches `run` / `daemon`.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.cmd {
+        Cmd::Run(_) => detach(),
+        Cmd::Daemon(args) => daemon(args),
+    }
+}
+
+/// `run`: new session (so no signal to the caller's process group reaches us), then
+/// re-execute as `daemon` and exit, so the daemon is reparented to pid 1 (or the
+/// nearest subreaper) and is never a child of berth-containerd.
+fn detach() -> ExitCode {
+    if let Err(e) = nix::unistd::setsid() {
+        println!("{HANDSHAKE_ERR} setsid: {e}");
+        return ExitCode::FAILURE;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            println!("{HANDSHAKE_ERR} locating berth-shim: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let Some(first) = args.first_mut() {
+        *first = "daemon".into();
+    }
+    // stdin/stdout/stderr are inherited: stdout is the handshake pipe.
+    match std::process::Command::new(exe).args(args).spawn() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{HANDSHAKE_ERR} spawning the shim daemon: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Started {
+    pid: i32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    // Held so an `-i` container's stdin stays open (attach will write to it).
+    stdin: Option<OwnedFd>,
+}
+
+fn daemon(args: RunArgs) -> ExitCode {
+    let level = if args.debug { "debug" } else { "info" };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "{level},h2=info,hyper=info,tower=info"
+        )))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let started_at = now_unix_nano();
+    let result = prepare(&args).and_then(|()| create(&args));
+    let mut out = std::io::stdout();
+    let started = match result {
+        Ok(s) => {
+            let _ = writeln!(out, "{HANDSHAKE_OK} pid {}", s.pid);
+            let _ = out.flush();
+            s
+        }
+        Err(e) => {
+            let text = e.to_string().replace('\n', " ");
+            tracing::error!(error = %text, "starting the container failed");
+            let _ = writeln!(out, "{HANDSHAKE_ERR} {text}");
+            let _ = out.flush();
+            return ExitCode::FAILURE;
+        }
+    };
+    // The handshake is done: stdout must not keep berth-containerd's pipe open.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    tracing::info!(id = %args.id, pid = started.pid, "container started");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "building the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(args, started, started_at)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "shim failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn prepare(args: &RunArgs) -> Result<(), ShimError> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(|source| ShimError::Sys {
+        what: "PR_SET_CHILD_SUBREAPER",
+        source,
+    })?;
+    std::fs::create_dir_all(&args.shim_dir).map_err(|source| ShimError::Io {
+        what: format!("creating {}", args.shim_dir.display()),
+        source,
+    })?;
+    let _ = std::fs::set_permissions(&args.shim_dir, std::fs::Permissions::from_mode(0o700));
+    let _ = std::fs::remove_file(args.shim_dir.join(exitfile::EXIT_FILE));
+    // A previous run of this id whose shim died leaves libcontainer state behind, which
+    // would make build() fail with "container already exists".
+    let root = args.state_root.join(&args.id);
+    if root.exists() {
+        match Container::load(root.clone()) {
+            Ok(mut c) => {
+                let _ = c.delete(true);
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&root);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| ShimError::Sys {
+        what: "pipe2",
+        source,
+    })
+}
+
+/// Builds and starts the container. Must run before any thread exists (libcontainer
+/// forks with clone3 and chdirs process-wide).
+fn create(args: &RunArgs) -> Result<Started, ShimError> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (stdin_r, stdin_keep): (OwnedFd, Option<OwnedFd>) = if args.open_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        let null = std::fs::File::open("/dev/null").map_err(|source| ShimError::Io {
+            what: "opening /dev/null".into(),
+            source,
+        })?;
+        (null.into(), None)
+    };
+    let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
+    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.state_root)
+        .map_err(rt)?
+        .with_stdin(stdin_r)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .validate_id()
+        .map_err(rt)?
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| {
+            cleanup_failed(args);
+            rt(e)
+        })?;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        cleanup_failed(args);
+        return Err(rt(e));
+    }
+    let pid = container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| ShimError::Runtime("container started without a pid".into()))?;
+    Ok(Started {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+        stdin: stdin_keep,
+    })
+}
+
+fn cleanup_failed(args: &RunArgs) {
+    let root = args.state_root.join(&args.id);
+    if let Ok(mut c) = Container::load(root.clone()) {
+        let _ = c.delete(true);
+    }
+    let _ = std::fs::remove_dir_all(root);
+    // Reap whatever libcontainer left behind.
+    while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if s == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Reaps every exited child; returns the init's exit code if it was among them.
+fn reap(init: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) if p == Pid::from_raw(init) => code = Some(c),
+            // Docker reports death by signal as 128+signal.
+            Ok(WaitStatus::Signaled(p, s, _)) if p == Pid::from_raw(init) => {
+                code = Some(128 + s as i32)
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    code
+}
+
+async fn read_stream(fd: OwnedFd, stream: i32, tx: mpsc::Sender<Output>) {
+    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, stream, "reading container output");
+            return;
+        }
+    };
+    let mut splitter = Splitter::default();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let now = now_unix_nano();
+                for piece in splitter.push(&buf[..n]) {
+                    let _ = tx
+                        .send(Output {
+                            stream,
+                            piece,
+                            time_unix_nano: now,
+                        })
+                        .await;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(error = %e, stream, "container output read failed");
+                break;
+            }
+        }
+    }
+    if let Some(piece) = splitter.finish() {
+        let _ = tx
+            .send(Output {
+                stream,
+                piece,
+                time_unix_nano: now_unix_nano(),
+            })
+            .await;
+    }
+}
+
+async fn serve(args: RunArgs, started: Started, started_at: i64) -> Result<(), ShimError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| ShimError::Io { what, source }
+    };
+    let Started {
+        pid,
+        stdout,
+        stderr,
+        stdin,
+    } = started;
+    let _stdin = stdin;
+
+    // Reaper: install the SIGCHLD handler, then reap once for an init that already exited.
+    let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+        .map_err(io("watching SIGCHLD"))?;
+    let (exit_tx, exit_rx) = watch::channel(None::<ExitRecord>);
+    let shim_dir = args.shim_dir.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Some(code) = reap(pid) {
+                let rec = ExitRecord {
+                    exit_code: code,
+                    exited_at_unix_nano: now_unix_nano(),
+                    pid,
+                };
+                // On disk before anyone is told, so a crash of berth-containerd right
+                // after our answer cannot lose the code.
+                if let Err(e) = exitfile::write(&shim_dir, &rec) {
+                    tracing::error!(error = %e, "writing the exit file");
+                }
+                tracing::info!(code, "container exited");
+                let _ = exit_tx.send(Some(rec));
+            }
+            if sigchld.recv().await.is_none() {
+                break;
+            }
+        }
+    });
+
+    // Output -> logd.
+    let (out_tx, out_rx) = mpsc::channel(256);
+    tokio::spawn(read_stream(stdout, 1, out_tx.clone()));
+    tokio::spawn(read_stream(stderr, 2, out_tx));
+    let channel = logfwd::unix_channel(&args.logd_socket)
+        .map_err(|e| ShimError::Runtime(format!("logd socket: {e}")))?;
+    let target = LogTarget {
+        container_id: args.id.clone(),
+        session: started_at.to_string(),
+        driver: args.log_driver.clone(),
+    };
+    tokio::spawn(logfwd::forward(target, channel, out_rx));
+
+    // API.
+    let sock = args.shim_dir.join("shim.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = tokio::net::UnixListener::bind(&sock).map_err(io("binding shim.sock"))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod shim.sock"))?;
+    let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
+    let svc = ShimService {
+        id: args.id.clone(),
+        pid,
+        started_at_unix_nano: started_at,
+        state_root: args.state_root.clone(),
+        shim_dir: args.shim_dir.clone(),
+        exit: exit_rx,
+        shutdown: shutdown_tx,
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(ShimServer::new(svc))
+        .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener));
+    tokio::select! {
+        r = server => r.map_err(|e| ShimError::Runtime(format!("serving: {e}")))?,
+        _ = shutdown_rx.recv() => {
+            // Let the Shutdown answer reach the caller before the process goes away.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tracing::info!("shut down");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `<shim-dir>/exit`: the init's exit status, written atomically before anyone is told.
+//! berth-containerd reads the same JSON when the shim is gone.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+/// File name inside the shim dir.
+pub const EXIT_FILE: &str = "exit";
+
+/// What the exit file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Exit code, or 128+signal (Docker's convention) when killed by a signal.
+    pub exit_code: i32,
+    /// When the init was reaped.
+    pub exited_at_unix_nano: i64,
+    /// The init's pid.
+    pub pid: i32,
+}
+
+/// Writes `rec` to `<dir>/exit` via tmp + fsync + rename (+ fsync of the dir).
+pub fn write(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{EXIT_FILE}.tmp"));
+    let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(EXIT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads `<dir>/exit`; `None` when absent or unreadable.
+pub fn read(dir: &Path) -> Option<ExitRecord> {
+    let data = std::fs::read(dir.join(EXIT_FILE)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(read(d.path()).is_none());
+        let rec = ExitRecord {
+            exit_code: 137,
+            exited_at_unix_nano: 42,
+            pid: 7,
+        };
+        write(d.path(), &rec).unwrap();
+        assert_eq!(read(d.path()), Some(rec));
+        assert!(!d.path().join("exit.tmp").exists());
+    }
+}

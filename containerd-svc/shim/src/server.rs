@@ -1,0 +1,111 @@
+//! The `berth.shim.v1` service.
+
+use crate::exitfile::ExitRecord;
+use berth_proto::shim::shim_server::Shim;
+use berth_proto::shim::{
+    KillRequest, KillResponse, ShutdownRequest, ShutdownResponse, StateRequest, StateResponse,
+    WaitRequest, WaitResponse,
+};
+use libcontainer::container::Container;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tonic::{Request, Response, Status};
+
+/// The shim's view of its one container.
+pub struct ShimService {
+    pub id: String,
+    pub pid: i32,
+    pub started_at_unix_nano: i64,
+    pub state_root: PathBuf,
+    pub shim_dir: PathBuf,
+    /// Set once the init was reaped and the exit file written.
+    pub exit: watch::Receiver<Option<ExitRecord>>,
+    /// Asks main to stop serving and exit.
+    pub shutdown: mpsc::Sender<()>,
+}
+
+#[tonic::async_trait]
+impl Shim for ShimService {
+    async fn state(&self, _: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let exit = *self.exit.borrow();
+        Ok(Response::new(StateResponse {
+            id: self.id.clone(),
+            pid: self.pid,
+            status: if exit.is_some() { "exited" } else { "running" }.to_string(),
+            exit_code: exit.map(|e| e.exit_code).unwrap_or(0),
+            exited_at_unix_nano: exit.map(|e| e.exited_at_unix_nano).unwrap_or(0),
+            started_at_unix_nano: self.started_at_unix_nano,
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let req = req.into_inner();
+        if self.exit.borrow().is_some() {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        let sig = Signal::try_from(req.signal)
+            .map_err(|_| Status::invalid_argument(format!("invalid signal {}", req.signal)))?;
+        if req.all {
+            let mut c = Container::load(self.state_root.join(&self.id))
+                .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+            let sig = libcontainer::signal::Signal::try_from(req.signal)
+                .map_err(|_| Status::invalid_argument(format!("invalid signal {}", req.signal)))?;
+            c.kill(sig, true)
+                .map_err(|e| Status::internal(crate::error_chain(&e)))?;
+        } else {
+            nix::sys::signal::kill(Pid::from_raw(self.pid), sig)
+                .map_err(|e| Status::internal(format!("kill {}: {e}", self.pid)))?;
+        }
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn wait(&self, _: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let mut rx = self.exit.clone();
+        let rec = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| Status::unavailable("shim is shutting down"))?
+            .ok_or_else(|| Status::internal("no exit status"))?;
+        Ok(Response::new(WaitResponse {
+            exit_code: rec.exit_code,
+            exited_at_unix_nano: rec.exited_at_unix_nano,
+            oom_killed: false,
+        }))
+    }
+
+    async fn shutdown(
+        &self,
+        _: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        let root = self.state_root.join(&self.id);
+        if root.exists() {
+            match Container::load(root.clone()) {
+                Ok(mut c) => {
+                    if let Err(e) = c.delete(true) {
+                        tracing::warn!(error = %crate::error_chain(&e), "libcontainer delete failed");
+                        let _ = std::fs::remove_dir_all(&root);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::error_chain(&e), "libcontainer load failed");
+                    let _ = std::fs::remove_dir_all(&root);
+                }
+            }
+        }
+        // Give a force-killed init a moment to be reaped so the exit file exists when a
+        // caller looks, then drop the dir.
+        let mut rx = self.exit.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|e| e.is_some())).await;
+        if let Err(e) = std::fs::remove_dir_all(&self.shim_dir) {
+            tracing::warn!(error = %e, "removing the shim dir");
+        }
+        let _ = self.shutdown.try_send(());
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}

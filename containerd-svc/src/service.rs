@@ -1,0 +1,681 @@
+//! The `berth.containers.v1` service: records, lifecycle, watchers, reconcile.
+
+use crate::names;
+use crate::shim;
+use crate::spec;
+use crate::state::State;
+use crate::store::{self, Record};
+use crate::{Config, Error, now_unix_nano, rfc3339_nanos};
+use berth_proto::containers::containers_server::Containers;
+use berth_proto::containers::*;
+use sqlx::SqlitePool;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+/// How long Remove(force) / Stop wait for the init to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Shared state of the service.
+pub struct Inner {
+    pub pool: SqlitePool,
+    pub cfg: Config,
+    events: broadcast::Sender<ContainerEvent>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+/// Parses "SIGTERM", "TERM", "term" or "15".
+pub fn parse_signal(s: &str) -> Result<i32, Error> {
+    if let Ok(n) = s.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(n)
+            .map(|s| s as i32)
+            .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {s}")));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    nix::sys::signal::Signal::from_str(&name)
+        .map(|s| s as i32)
+        .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {s}")))
+}
+
+impl Service {
+    /// A service over an opened database.
+    pub fn new(pool: SqlitePool, cfg: Config) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                cfg,
+                events,
+                locks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    fn emit(&self, rec: &Record, spec: &ContainerSpec, action: &str, exit_code: i32) {
+        let _ = self.inner.events.send(ContainerEvent {
+            id: rec.id.clone(),
+            action: action.to_string(),
+            exit_code,
+            time_unix_nano: now_unix_nano(),
+            auto_remove: spec.auto_remove,
+            name: spec.name.clone(),
+            image_ref: spec.image_ref.clone(),
+        });
+    }
+
+    /// Finds a record by full id, unique id prefix, or name (with or without "/").
+    pub async fn resolve(&self, key: &str) -> Result<Record, Error> {
+        let pool = &self.inner.pool;
+        if key.is_empty() {
+            return Err(Error::NotFound(key.to_string()));
+        }
+        if let Some(r) = store::get(pool, key).await? {
+            return Ok(r);
+        }
+        let name = key.strip_prefix('/').unwrap_or(key);
+        if let Some(r) = store::get_by_name(pool, name).await? {
+            return Ok(r);
+        }
+        if key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut found = store::by_prefix(pool, &key.to_ascii_lowercase()).await?;
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 => {}
+                // Docker's wording.
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "multiple IDs found with provided prefix: {key}"
+                    )));
+                }
+            }
+        }
+        Err(Error::NotFound(key.to_string()))
+    }
+
+    /// Records an exit once and emits "die".
+    async fn record_exit(
+        &self,
+        id: &str,
+        pid: i32,
+        code: i32,
+        at: i64,
+        error: &str,
+    ) -> Result<(), Error> {
+        let at = if at > 0 { at } else { now_unix_nano() };
+        if store::set_exited(&self.inner.pool, id, pid, code, &rfc3339_nanos(at), error).await?
+            && let Some(rec) = store::get(&self.inner.pool, id).await?
+        {
+            let spec = rec.spec()?;
+            tracing::info!(id, code, "container exited");
+            self.emit(&rec, &spec, "die", code);
+        }
+        Ok(())
+    }
+
+    /// Watches one running container until it exits (or its shim vanishes).
+    fn spawn_watcher(&self, id: String, pid: i32) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let cfg = &svc.inner.cfg;
+            loop {
+                match shim::wait(cfg, &id).await {
+                    Ok(w) => {
+                        if let Err(e) = svc
+                            .record_exit(&id, pid, w.exit_code, w.exited_at_unix_nano, "")
+                            .await
+                        {
+                            tracing::error!(id, error = %e, "recording exit");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(id, error = %e, "shim Wait failed");
+                        match store::get(&svc.inner.pool, &id).await {
+                            Ok(Some(r)) if r.state == "running" && r.pid == pid as i64 => {}
+                            _ => return,
+                        }
+                        if let Some(x) = shim::read_exit_file(&cfg.shim_dir(&id)) {
+                            let _ = svc
+                                .record_exit(&id, pid, x.exit_code, x.exited_at_unix_nano, "")
+                                .await;
+                            return;
+                        }
+                        if shim::state(cfg, &id, Duration::from_secs(2)).await.is_err() {
+                            // Unreachable twice in a row (Wait and State): the shim is gone.
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            if shim::state(cfg, &id, Duration::from_secs(2)).await.is_err() {
+                                if let Some(x) = shim::read_exit_file(&cfg.shim_dir(&id)) {
+                                    let _ = svc
+                                        .record_exit(
+                                            &id,
+                                            pid,
+                                            x.exit_code,
+                                            x.exited_at_unix_nano,
+                                            "",
+                                        )
+                                        .await;
+                                } else {
+                                    let _ = svc
+                                        .record_exit(&id, pid, 255, 0, "the container's shim died")
+                                        .await;
+                                }
+                                let _ = store::clear_shim(&svc.inner.pool, &id).await;
+                                return;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reconnects to every shim (before serving): restores watchers and collects exits that
+    /// happened while we were down.
+    pub async fn reconcile(&self) -> Result<(), Error> {
+        let cfg = &self.inner.cfg;
+        for rec in store::list(&self.inner.pool).await? {
+            if rec.has_shim == 0 {
+                continue;
+            }
+            let id = rec.id.clone();
+            let pid = rec.pid as i32;
+            match shim::state(cfg, &id, Duration::from_secs(2)).await {
+                Ok(st) if rec.state != "running" && st.status == "running" && st.pid != pid => {
+                    // We died between spawning the shim and recording the start: adopt it.
+                    tracing::info!(
+                        id,
+                        pid = st.pid,
+                        "adopting a container started before a crash"
+                    );
+                    let started = rfc3339_nanos(st.started_at_unix_nano);
+                    store::set_running(&self.inner.pool, &id, st.pid, &started).await?;
+                    self.spawn_watcher(id, st.pid);
+                }
+                Ok(st) => {
+                    if rec.state == "running" {
+                        if st.status == "exited" {
+                            self.record_exit(&id, pid, st.exit_code, st.exited_at_unix_nano, "")
+                                .await?;
+                        } else {
+                            tracing::info!(id, pid, "reattached to running container");
+                            self.spawn_watcher(id, pid);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "shim unreachable");
+                    if rec.state == "running" {
+                        match shim::read_exit_file(&cfg.shim_dir(&id)) {
+                            Some(x) => {
+                                self.record_exit(&id, pid, x.exit_code, x.exited_at_unix_nano, "")
+                                    .await?
+                            }
+                            None => {
+                                self.record_exit(&id, pid, 255, 0, "the container's shim died")
+                                    .await?
+                            }
+                        }
+                    }
+                    store::clear_shim(&self.inner.pool, &id).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the container is no longer running (`rx` subscribed before the check).
+    async fn wait_stopped(
+        &self,
+        id: &str,
+        rx: &mut broadcast::Receiver<ContainerEvent>,
+        d: Duration,
+    ) -> Result<bool, Error> {
+        let fut = async {
+            loop {
+                match store::get(&self.inner.pool, id).await? {
+                    Some(r) if r.state == "running" => {}
+                    _ => return Ok::<_, Error>(()),
+                }
+                match rx.recv().await {
+                    Ok(e) if e.id == id && e.action == "die" => return Ok(()),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                }
+            }
+        };
+        match tokio::time::timeout(d, fut).await {
+            Ok(r) => r.map(|()| true),
+            Err(_) => Ok(false),
+        }
+    }
+
+    async fn create(&self, spec: ContainerSpec) -> Result<Container, Error> {
+        let mut spec = spec;
+        if !names::is_valid_id(&spec.id) {
+            return Err(Error::InvalidArgument(format!(
+                "invalid container id {:?}",
+                spec.id
+            )));
+        }
+        if spec.tty {
+            return Err(Error::FailedPrecondition(
+                "TTY containers are not supported yet".into(),
+            ));
+        }
+        let generated = spec.name.is_empty();
+        if !generated {
+            spec.name = spec.name.trim_start_matches('/').to_string();
+            if !names::is_valid_name(&spec.name) {
+                // Docker's wording.
+                return Err(Error::InvalidArgument(format!(
+                    "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                    spec.name
+                )));
+            }
+        }
+        let pool = &self.inner.pool;
+        if store::get(pool, &spec.id).await?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "container id {} is already in use",
+                spec.id
+            )));
+        }
+        let bundle = self.inner.cfg.bundle(&spec.id);
+        let created = rfc3339_nanos(now_unix_nano());
+        let mut retry = 0;
+        loop {
+            if generated {
+                spec.name = names::random_name(retry);
+            }
+            // Validates the spec and writes the bundle before the record exists, so a bad
+            // spec leaves nothing behind.
+            spec::write_bundle(&spec, &bundle, &self.inner.cfg.cgroup_parent).inspect_err(
+                |_| {
+                    let _ = std::fs::remove_dir_all(&bundle);
+                },
+            )?;
+            match store::insert(pool, &spec, &created).await {
+                Ok(()) => break,
+                Err(e) if berth_kit::db::is_unique_violation(&e) => {
+                    if generated && retry < 10 {
+                        retry += 1;
+                        continue;
+                    }
+                    let _ = std::fs::remove_dir_all(&bundle);
+                    let holder = store::get_by_name(pool, &spec.name).await?;
+                    return Err(match holder {
+                        // Docker's wording.
+                        Some(h) => Error::AlreadyExists(format!(
+                            "Conflict. The container name \"/{}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                            spec.name, h.id
+                        )),
+                        None => Error::AlreadyExists(format!(
+                            "container id {} is already in use",
+                            spec.id
+                        )),
+                    });
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&bundle);
+                    return Err(e.into());
+                }
+            }
+        }
+        let rec = store::get(pool, &spec.id)
+            .await?
+            .ok_or_else(|| Error::Internal("record vanished".into()))?;
+        self.emit(&rec, &spec, "create", 0);
+        rec.to_container()
+    }
+
+    async fn start(&self, key: &str) -> Result<StartResponse, Error> {
+        let rec = self.resolve(key).await?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self.resolve(&rec.id).await?;
+        let cfg = &self.inner.cfg;
+        if !State::parse(&rec.state).check_start()? {
+            return Ok(StartResponse {
+                container: Some(rec.to_container()?),
+                already_running: true,
+            });
+        }
+        let spec = rec.spec()?;
+        if rec.has_shim != 0 {
+            // The previous run's shim keeps the old exit status until shut down.
+            if let Err(e) = shim::shutdown(cfg, &rec.id).await {
+                tracing::warn!(id = rec.id, error = %e, "shutting down the old shim");
+            }
+            store::clear_shim(&self.inner.pool, &rec.id).await?;
+        }
+        let _ = std::fs::remove_dir_all(cfg.shim_dir(&rec.id));
+        store::mark_shim(&self.inner.pool, &rec.id).await?;
+        let spawned = match shim::spawn(cfg, &spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                store::clear_shim(&self.inner.pool, &rec.id).await?;
+                return Err(e);
+            }
+        };
+        match spawned {
+            Ok(pid) => {
+                let started = rfc3339_nanos(now_unix_nano());
+                store::set_running(&self.inner.pool, &rec.id, pid, &started).await?;
+                self.spawn_watcher(rec.id.clone(), pid);
+                let rec = self.resolve(&rec.id).await?;
+                self.emit(&rec, &spec, "start", 0);
+                Ok(StartResponse {
+                    container: Some(rec.to_container()?),
+                    already_running: false,
+                })
+            }
+            Err(f) => {
+                store::set_start_failed(&self.inner.pool, &rec.id, f.code, &f.message).await?;
+                store::clear_shim(&self.inner.pool, &rec.id).await?;
+                let _ = std::fs::remove_dir_all(cfg.shim_dir(&rec.id));
+                if f.code == 126 || f.code == 127 {
+                    Err(Error::InvalidArgument(f.message))
+                } else {
+                    Err(Error::Internal(f.message))
+                }
+            }
+        }
+    }
+
+    async fn stop(&self, req: StopRequest) -> Result<StopResponse, Error> {
+        let rec = self.resolve(&req.id).await?;
+        let spec = rec.spec()?;
+        if rec.state != "running" {
+            return Ok(StopResponse {
+                already_stopped: true,
+            });
+        }
+        let sig = if !req.signal.is_empty() {
+            parse_signal(&req.signal)?
+        } else if !spec.stop_signal.is_empty() {
+            parse_signal(&spec.stop_signal)?
+        } else {
+            libc::SIGTERM
+        };
+        let timeout = if req.timeout_seconds >= 0 {
+            req.timeout_seconds
+        } else if spec.stop_timeout > 0 {
+            spec.stop_timeout
+        } else {
+            10
+        };
+        let mut rx = self.inner.events.subscribe();
+        let cfg = &self.inner.cfg;
+        match shim::kill(cfg, &rec.id, sig, false).await {
+            Ok(()) | Err(Error::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if self
+            .wait_stopped(&rec.id, &mut rx, Duration::from_secs(timeout as u64))
+            .await?
+        {
+            return Ok(StopResponse {
+                already_stopped: false,
+            });
+        }
+        tracing::info!(id = rec.id, "stop timeout, sending SIGKILL");
+        match shim::kill(cfg, &rec.id, libc::SIGKILL, true).await {
+            Ok(()) | Err(Error::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if self.wait_stopped(&rec.id, &mut rx, KILL_WAIT).await? {
+            Ok(StopResponse {
+                already_stopped: false,
+            })
+        } else {
+            Err(Error::Internal(format!(
+                "container {} did not stop after SIGKILL",
+                rec.id
+            )))
+        }
+    }
+
+    async fn kill(&self, req: KillRequest) -> Result<(), Error> {
+        let rec = self.resolve(&req.id).await?;
+        let sig = if req.signal.is_empty() {
+            libc::SIGKILL
+        } else {
+            parse_signal(&req.signal)?
+        };
+        if rec.state != "running" {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        shim::kill(&self.inner.cfg, &rec.id, sig, false).await
+    }
+
+    async fn wait(&self, req: WaitRequest) -> Result<WaitResponse, Error> {
+        let mut rx = self.inner.events.subscribe();
+        let rec = self.resolve(&req.id).await?;
+        let id = rec.id.clone();
+        let condition = if req.condition.is_empty() {
+            "not-running"
+        } else {
+            req.condition.as_str()
+        };
+        let mut last = WaitResponse {
+            exit_code: rec.exit_code as i32,
+            error: rec.error.clone(),
+        };
+        match condition {
+            "not-running" if rec.state != "running" => return Ok(last),
+            "not-running" | "next-exit" | "removed" => {}
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid condition {other:?}"
+                )));
+            }
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.id == id && e.action == "die" => {
+                    last = WaitResponse {
+                        exit_code: e.exit_code,
+                        error: String::new(),
+                    };
+                    if condition != "removed" {
+                        return Ok(last);
+                    }
+                }
+                Ok(e) if e.id == id && e.action == "destroy" => return Ok(last),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    match store::get(&self.inner.pool, &id).await? {
+                        None => return Ok(last),
+                        Some(r) if r.state != "running" && condition == "not-running" => {
+                            return Ok(WaitResponse {
+                                exit_code: r.exit_code as i32,
+                                error: r.error,
+                            });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(Error::Unavailable("shutting down".into()));
+                }
+            }
+        }
+    }
+
+    async fn remove(&self, req: RemoveRequest) -> Result<Container, Error> {
+        let rec = self.resolve(&req.id).await?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self.resolve(&rec.id).await?;
+        let spec = rec.spec()?;
+        let cfg = &self.inner.cfg;
+        State::parse(&rec.state).check_remove(req.force, &spec.name)?;
+        if rec.state == "running" {
+            let mut rx = self.inner.events.subscribe();
+            match shim::kill(cfg, &rec.id, libc::SIGKILL, true).await {
+                Ok(()) | Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => tracing::warn!(id = rec.id, error = %e, "force kill"),
+            }
+            if !self.wait_stopped(&rec.id, &mut rx, KILL_WAIT).await? {
+                return Err(Error::Internal(format!(
+                    "container {} did not die after SIGKILL",
+                    rec.id
+                )));
+            }
+        }
+        let final_rec = self.resolve(&rec.id).await?;
+        store::set_state(&self.inner.pool, &rec.id, "removing").await?;
+        if rec.has_shim != 0
+            && let Err(e) = shim::shutdown(cfg, &rec.id).await
+        {
+            tracing::warn!(id = rec.id, error = %e, "shim shutdown failed; cleaning up myself");
+        }
+        self.cleanup_runtime(&rec.id);
+        let bundle = cfg.bundle(&rec.id);
+        if let Err(e) = std::fs::remove_dir_all(&bundle)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(id = rec.id, error = %e, "removing bundle");
+        }
+        store::delete(&self.inner.pool, &rec.id).await?;
+        self.emit(&final_rec, &spec, "destroy", final_rec.exit_code as i32);
+        let mut c = final_rec.to_container()?;
+        c.state = "removing".into();
+        Ok(c)
+    }
+
+    /// Removes what a dead shim may have left: its dir, libcontainer state and the
+    /// container's cgroup leaves (already gone after a clean shim Shutdown).
+    fn cleanup_runtime(&self, id: &str) {
+        let cfg = &self.inner.cfg;
+        let _ = std::fs::remove_dir_all(cfg.shim_dir(id));
+        let _ = std::fs::remove_dir_all(cfg.state_root.join(id));
+        for leaf in cgroup_leaves(&cfg.cgroup_parent, id) {
+            let _ = std::fs::remove_dir(&leaf);
+        }
+    }
+}
+
+/// Every existing cgroup directory of container `id` (v1: one per controller; v2: one).
+pub fn cgroup_leaves(parent: &str, id: &str) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut out = Vec::new();
+    let direct = root.join(parent).join(id);
+    if direct.is_dir() {
+        out.push(direct);
+    }
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            let p = e.path().join(parent).join(id);
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Containers for Service {
+    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<Container>, Status> {
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        Ok(Response::new(Service::create(self, spec).await?))
+    }
+
+    async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        Ok(Response::new(
+            Service::start(self, &req.into_inner().id).await?,
+        ))
+    }
+
+    async fn stop(&self, req: Request<StopRequest>) -> Result<Response<StopResponse>, Status> {
+        Ok(Response::new(Service::stop(self, req.into_inner()).await?))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        Service::kill(self, req.into_inner()).await?;
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn wait(&self, req: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        Ok(Response::new(Service::wait(self, req.into_inner()).await?))
+    }
+
+    async fn get(&self, req: Request<GetRequest>) -> Result<Response<Container>, Status> {
+        let rec = self.resolve(&req.into_inner().id).await?;
+        Ok(Response::new(rec.to_container()?))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let all = req.into_inner().all;
+        let mut containers = Vec::new();
+        for r in store::list(&self.inner.pool).await.map_err(Status::from)? {
+            if all || r.state == "running" {
+                containers.push(r.to_container()?);
+            }
+        }
+        Ok(Response::new(ListResponse { containers }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveRequest>,
+    ) -> Result<Response<RemoveResponse>, Status> {
+        let c = Service::remove(self, req.into_inner()).await?;
+        Ok(Response::new(RemoveResponse { container: Some(c) }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        _: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let rx = self.inner.events.subscribe();
+        let s = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| r.ok().map(Ok));
+        Ok(Response::new(Box::pin(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("SIGTERM").unwrap(), 15);
+        assert_eq!(parse_signal("kill").unwrap(), 9);
+        assert_eq!(parse_signal("2").unwrap(), 2);
+        assert!(parse_signal("SIGNOPE").is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! Spawning shims and talking to them. Every unary call carries a deadline.
+
+use crate::{Config, Error};
+use berth_proto::containers::ContainerSpec;
+use berth_proto::shim::shim_client::ShimClient;
+use berth_proto::shim::{
+    KillRequest, ShutdownRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use serde::Deserialize;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tonic::transport::Channel;
+
+/// Deadline of State / Kill calls.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of Shutdown (libcontainer delete may kill and wait).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a shim may take to create and start the container.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `<shim-dir>/exit` as the shim writes it.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct ExitRecord {
+    pub exit_code: i32,
+    pub exited_at_unix_nano: i64,
+    pub pid: i32,
+}
+
+/// Reads `<shim-dir>/exit`.
+pub fn read_exit_file(shim_dir: &Path) -> Option<ExitRecord> {
+    let data = std::fs::read(shim_dir.join("exit")).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// A shim's client over `<shim-dir>/shim.sock`.
+pub fn client(cfg: &Config, id: &str) -> ShimClient<Channel> {
+    ShimClient::new(berth_kit::grpc::channel(
+        &cfg.shim_dir(id).join("shim.sock"),
+    ))
+}
+
+fn status_err(what: &str, s: tonic::Status) -> Error {
+    match s.code() {
+        tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
+        tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
+        tonic::Code::Unavailable => Error::Unavailable(format!("shim {what}: {}", s.message())),
+        _ => Error::Internal(format!("shim {what}: {}", s.message())),
+    }
+}
+
+async fn deadline<T>(
+    what: &str,
+    d: Duration,
+    f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(d, f).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(status_err(what, s)),
+        Err(_) => Err(Error::Unavailable(format!(
+            "shim {what}: timed out after {d:?}"
+        ))),
+    }
+}
+
+/// The shim's State.
+pub async fn state(cfg: &Config, id: &str, d: Duration) -> Result<StateResponse, Error> {
+    deadline("State", d, client(cfg, id).state(StateRequest {})).await
+}
+
+/// Signals the init (`all`: every process of the container).
+pub async fn kill(cfg: &Config, id: &str, signal: i32, all: bool) -> Result<(), Error> {
+    deadline(
+        "Kill",
+        CALL_TIMEOUT,
+        client(cfg, id).kill(KillRequest { signal, all }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Blocks until the init exited; fails when the shim goes away.
+pub async fn wait(cfg: &Config, id: &str) -> Result<WaitResponse, Error> {
+    client(cfg, id)
+        .wait(WaitRequest {})
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| status_err("Wait", s))
+}
+
+/// Deletes the container and stops the shim.
+pub async fn shutdown(cfg: &Config, id: &str) -> Result<(), Error> {
+    deadline(
+        "Shutdown",
+        SHUTDOWN_TIMEOUT,
+        client(cfg, id).shutdown(ShutdownRequest {}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Why a start failed: the runtime's text and Docker's exit code for it.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Docker's CLI exits 127 when the message says "executable file not found" or "no such
+/// file or directory" and 126 for "permission denied"; libcontainer words these
+/// differently, so the Docker phrase is appended.
+pub fn classify_start_error(text: &str, arg0: &str) -> StartFailure {
+    let (code, suffix) = if text.contains("not found in $PATH") || text.contains("No such file") {
+        if arg0.contains('/') {
+            (
+                127,
+                format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"),
+            )
+        } else {
+            (
+                127,
+                format!("exec: \"{arg0}\": executable file not found in $PATH"),
+            )
+        }
+    } else if text.contains("does not have correct permissions")
+        || text.contains("ermission denied")
+    {
+        (126, format!("exec: \"{arg0}\": permission denied"))
+    } else {
+        (128, String::new())
+    };
+    let mut message = format!(
+        "failed to create task for container: OCI runtime create failed: berth-shim: {text}"
+    );
+    if !suffix.is_empty() {
+        message.push_str(": ");
+        message.push_str(&suffix);
+        message.push_str(": unknown");
+    }
+    StartFailure { code, message }
+}
+
+/// Spawns `berth-shim run` for `spec` and waits for its handshake. Ok(pid) or the
+/// runtime's failure.
+pub async fn spawn(cfg: &Config, spec: &ContainerSpec) -> Result<Result<i32, StartFailure>, Error> {
+    let id = &spec.id;
+    let dir = cfg.shim_dir(id);
+    let io = |what: String| move |e: std::io::Error| Error::Internal(format!("{what}: {e}"));
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(&cfg.state_root).map_err(io("creating the state root".into()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("shim.log"))
+        .map_err(io("opening shim.log".into()))?;
+    let mut cmd = tokio::process::Command::new(&cfg.shim_binary);
+    cmd.arg("run")
+        .arg("--id")
+        .arg(id)
+        .arg("--bundle")
+        .arg(cfg.bundle(id))
+        .arg("--state-root")
+        .arg(&cfg.state_root)
+        .arg("--shim-dir")
+        .arg(&dir)
+        .arg("--logd-socket")
+        .arg(&cfg.logd_socket)
+        .arg("--log-driver")
+        .arg(if spec.log_driver.is_empty() {
+            "json-file"
+        } else {
+            &spec.log_driver
+        });
+    if spec.open_stdin {
+        cmd.arg("--open-stdin");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(false);
+    let mut child = cmd
+        .spawn()
+        .map_err(io(format!("spawning {}", cfg.shim_binary.display())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Internal("shim stdout missing".into()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(START_TIMEOUT, lines.next_line()).await;
+    // The first stage exits right after re-executing itself: reap it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    let arg0 = spec.args.first().cloned().unwrap_or_default();
+    match line {
+        Ok(Ok(Some(l))) => {
+            if let Some(rest) = l.strip_prefix("started pid ") {
+                rest.trim()
+                    .parse::<i32>()
+                    .map(Ok)
+                    .map_err(|_| Error::Internal(format!("bad shim handshake {l:?}")))
+            } else {
+                let text = l.strip_prefix("error ").unwrap_or(&l).to_string();
+                Ok(Err(classify_start_error(&text, &arg0)))
+            }
+        }
+        Ok(Ok(None)) | Ok(Err(_)) => {
+            let tail = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            let tail: String = tail.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            Ok(Err(classify_start_error(
+                &format!("shim exited without a handshake: {tail}"),
+                &arg0,
+            )))
+        }
+        Err(_) => Err(Error::Unavailable(format!(
+            "berth-shim did not report within {START_TIMEOUT:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_errors_map_to_docker_codes() {
+        let f = classify_start_error(
+            "error in executing process : executable 'nope' not found in $PATH",
+            "nope",
+        );
+        assert_eq!(f.code, 127);
+        assert!(f.message.contains("executable file not found"));
+        let f = classify_start_error("executable '/x' not found in $PATH", "/x");
+        assert_eq!(f.code, 127);
+        assert!(f.message.contains("no such file or directory"));
+        let f = classify_start_error(
+            "executable '/x' at path '\"/x\"' does not have correct permissions",
+            "/x",
+        );
+        assert_eq!(f.code, 126);
+        assert!(f.message.contains("permission denied"));
+        assert_eq!(classify_start_error("cgroup failed", "sh").code, 128);
+    }
+}

@@ -1,0 +1,201 @@
+//! Container records in SQLite.
+
+use crate::Error;
+use berth_proto::containers::{Container, ContainerSpec};
+use prost::Message;
+use sqlx::SqlitePool;
+
+/// One row of `containers`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub spec: Vec<u8>,
+    pub created: String,
+    pub state: String,
+    pub pid: i64,
+    pub exit_code: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub error: String,
+    pub restart_count: i64,
+    pub has_shim: i64,
+}
+
+impl Record {
+    /// The stored spec.
+    pub fn spec(&self) -> Result<ContainerSpec, Error> {
+        ContainerSpec::decode(self.spec.as_slice())
+            .map_err(|e| Error::Internal(format!("corrupt spec of {}: {e}", self.id)))
+    }
+
+    /// The API view.
+    pub fn to_container(&self) -> Result<Container, Error> {
+        Ok(Container {
+            spec: Some(self.spec()?),
+            created: self.created.clone(),
+            state: self.state.clone(),
+            pid: self.pid as i32,
+            exit_code: self.exit_code as i32,
+            started_at: self.started_at.clone(),
+            finished_at: self.finished_at.clone(),
+            error: self.error.clone(),
+            oom_killed: false,
+            restart_count: self.restart_count as i32,
+        })
+    }
+}
+
+/// Inserts a new record; a UNIQUE violation comes back as the sqlx error.
+pub async fn insert(
+    pool: &SqlitePool,
+    spec: &ContainerSpec,
+    created: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO containers (id, name, spec, created, state) VALUES (?, ?, ?, ?, 'created')",
+    )
+    .bind(&spec.id)
+    .bind(&spec.name)
+    .bind(spec.encode_to_vec())
+    .bind(created)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// By exact id.
+pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Record>, Error> {
+    Ok(sqlx::query_as::<_, Record>(
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// By exact name.
+pub async fn get_by_name(pool: &SqlitePool, name: &str) -> Result<Option<Record>, Error> {
+    Ok(sqlx::query_as::<_, Record>(
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE name = ?",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Ids starting with `prefix` (at most 2: enough to detect ambiguity).
+pub async fn by_prefix(pool: &SqlitePool, prefix: &str) -> Result<Vec<Record>, Error> {
+    // Only hex reaches here, so no LIKE metacharacters.
+    Ok(sqlx::query_as::<_, Record>(
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE id LIKE ? || '%' LIMIT 2",
+    )
+    .bind(prefix)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// All records, newest first.
+pub async fn list(pool: &SqlitePool) -> Result<Vec<Record>, Error> {
+    Ok(sqlx::query_as::<_, Record>(
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers ORDER BY created DESC",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The shim reported the container started.
+pub async fn set_running(
+    pool: &SqlitePool,
+    id: &str,
+    pid: i32,
+    started_at: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE containers SET state = 'running', pid = ?, started_at = ?, finished_at = '', exit_code = 0, error = '', has_shim = 1 WHERE id = ?",
+    )
+    .bind(pid)
+    .bind(started_at)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Start failed: the state stays as it was, the code and reason are kept (Docker shows
+/// them in inspect).
+pub async fn set_start_failed(
+    pool: &SqlitePool,
+    id: &str,
+    code: i32,
+    error: &str,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET exit_code = ?, error = ? WHERE id = ?")
+        .bind(code)
+        .bind(error)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records an exit if the container is still recorded as running with `pid`. Returns
+/// whether this call made the transition (so "die" is emitted exactly once).
+pub async fn set_exited(
+    pool: &SqlitePool,
+    id: &str,
+    pid: i32,
+    code: i32,
+    finished_at: &str,
+    error: &str,
+) -> Result<bool, Error> {
+    let r = sqlx::query(
+        "UPDATE containers SET state = 'exited', exit_code = ?, finished_at = ?, error = ?, pid = 0 WHERE id = ? AND state = 'running' AND pid = ?",
+    )
+    .bind(code)
+    .bind(finished_at)
+    .bind(error)
+    .bind(id)
+    .bind(pid)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A shim is about to be spawned: marked first, so a crash of berth-containerd during
+/// Start still leads reconcile to the shim.
+pub async fn mark_shim(pool: &SqlitePool, id: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET has_shim = 1 WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The shim is gone (shut down or dead).
+pub async fn clear_shim(pool: &SqlitePool, id: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET has_shim = 0 WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Sets the state without other changes (e.g. "removing").
+pub async fn set_state(pool: &SqlitePool, id: &str, state: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET state = ? WHERE id = ?")
+        .bind(state)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Deletes the record.
+pub async fn delete(pool: &SqlitePool, id: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM containers WHERE id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
