@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    berth_kit::telemetry::init("berthd", settings.debug);
+    berth_kit::telemetry::init_logging("berthd", settings.debug);
     // One thread: berthd only waits on children and sockets, and children must be
     // forked from a thread that lives as long as berthd (PR_SET_PDEATHSIG is per thread).
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -26,7 +26,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-containerd", args.common.debug);
+    let telemetry = berth_kit::telemetry::init("berth-containerd", args.common.debug);
     let roots = args.common.roots();
     let shim_binary = args
         .shim_binary
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.bundles_dir)?;
     std::fs::create_dir_all(&cfg.shims_dir)?;
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
-    let svc = Service::new(pool, cfg);
+    let svc = Service::new(pool, cfg, telemetry.tracer_for("berth-shim"));
     svc.reconcile().await.context("reconciling with shims")?;
     let routes = tonic::service::Routes::new(ContainersServer::new(svc));
     berth_kit::grpc::serve_unix(
@@ -52,5 +52,6 @@ async fn main() -> anyhow::Result<()> {
         berth_kit::shutdown::signal_received(),
     )
     .await?;
+    telemetry.shutdown();
     Ok(())
 }

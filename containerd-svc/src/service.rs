@@ -27,6 +27,8 @@ pub struct Inner {
     pub cfg: Config,
     events: broadcast::Sender<ContainerEvent>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Exports the shims' steps as `berth-shim` spans (None: not tracing).
+    shim_tracer: Option<opentelemetry_sdk::trace::Tracer>,
 }
 
 /// The service; cheap to clone.
@@ -54,8 +56,12 @@ pub fn parse_signal(s: &str) -> Result<i32, Error> {
 }
 
 impl Service {
-    /// A service over an opened database.
-    pub fn new(pool: SqlitePool, cfg: Config) -> Self {
+    /// A service over an opened database; `shim_tracer` records the shims' spans.
+    pub fn new(
+        pool: SqlitePool,
+        cfg: Config,
+        shim_tracer: Option<opentelemetry_sdk::trace::Tracer>,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
@@ -63,8 +69,38 @@ impl Service {
                 cfg,
                 events,
                 locks: Mutex::new(HashMap::new()),
+                shim_tracer,
             }),
         }
+    }
+
+    /// Records what the shim reported as spans of the `berth-shim` service under the
+    /// current span: one for the shim's run, one per step.
+    fn record_shim_spans(&self, id: &str, steps: &[shim::Step]) {
+        use opentelemetry::KeyValue;
+        use opentelemetry::trace::{Span as _, TraceContextExt as _, Tracer as _};
+        let (Some(tracer), Some(first), Some(last)) =
+            (&self.inner.shim_tracer, steps.first(), steps.last())
+        else {
+            return;
+        };
+        let at = |ns: i64| std::time::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
+        let parent = berth_kit::telemetry::current_context();
+        let run = tracer
+            .span_builder("berth-shim run")
+            .with_start_time(at(first.start))
+            .with_attributes([KeyValue::new("container.id", id.to_string())])
+            .start_with_context(tracer, &parent);
+        let run_cx = parent.with_span(run);
+        for step in steps {
+            let mut span = tracer
+                .span_builder(format!("shim {}", step.name))
+                .with_start_time(at(step.start))
+                .with_attributes([KeyValue::new("container.id", id.to_string())])
+                .start_with_context(tracer, &run_cx);
+            span.end_with_timestamp(at(step.end));
+        }
+        run_cx.span().end_with_timestamp(at(last.end));
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -271,6 +307,7 @@ impl Service {
         }
     }
 
+    #[tracing::instrument(name = "container.create", skip_all, fields(container.id = %spec.id, container.image.name = %spec.image_ref))]
     async fn create(&self, spec: ContainerSpec) -> Result<Container, Error> {
         let mut spec = spec;
         if !names::is_valid_id(&spec.id) {
@@ -350,6 +387,7 @@ impl Service {
         rec.to_container()
     }
 
+    #[tracing::instrument(name = "container.start", skip_all, fields(container.id = %key))]
     async fn start(&self, key: &str) -> Result<StartResponse, Error> {
         let rec = self.resolve(key).await?;
         let lock = self.lock_for(&rec.id);
@@ -380,7 +418,8 @@ impl Service {
             }
         };
         match spawned {
-            Ok(pid) => {
+            Ok(shim::Spawned { pid, steps }) => {
+                self.record_shim_spans(&rec.id, &steps);
                 let started = rfc3339_nanos(now_unix_nano());
                 store::set_running(&self.inner.pool, &rec.id, pid, &started).await?;
                 self.spawn_watcher(rec.id.clone(), pid);
@@ -404,6 +443,7 @@ impl Service {
         }
     }
 
+    #[tracing::instrument(name = "container.stop", skip_all, fields(container.id = %req.id))]
     async fn stop(&self, req: StopRequest) -> Result<StopResponse, Error> {
         let rec = self.resolve(&req.id).await?;
         let spec = rec.spec()?;

@@ -141,9 +141,42 @@ pub fn classify_start_error(text: &str, arg0: &str) -> StartFailure {
     StartFailure { code, message }
 }
 
-/// Spawns `berth-shim run` for `spec` and waits for its handshake. Ok(pid) or the
-/// runtime's failure.
-pub async fn spawn(cfg: &Config, spec: &ContainerSpec) -> Result<Result<i32, StartFailure>, Error> {
+/// One step the shim reports in its handshake, in unix nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// A started container: its init's pid and the shim's steps.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: i32,
+    pub steps: Vec<Step>,
+}
+
+/// Reads `prepare=1-2,create=2-5`; malformed items are skipped (timings are best effort).
+pub fn parse_steps(text: &str) -> Vec<Step> {
+    text.split(',')
+        .filter_map(|item| {
+            let (name, range) = item.trim().split_once('=')?;
+            let (start, end) = range.split_once('-')?;
+            Some(Step {
+                name: name.to_string(),
+                start: start.parse().ok()?,
+                end: end.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Spawns `berth-shim run` for `spec` and waits for its handshake: the started container,
+/// or the runtime's failure.
+pub async fn spawn(
+    cfg: &Config,
+    spec: &ContainerSpec,
+) -> Result<Result<Spawned, StartFailure>, Error> {
     let id = &spec.id;
     let dir = cfg.shim_dir(id);
     let io = |what: String| move |e: std::io::Error| Error::Internal(format!("{what}: {e}"));
@@ -194,9 +227,12 @@ pub async fn spawn(cfg: &Config, spec: &ContainerSpec) -> Result<Result<i32, Sta
     match line {
         Ok(Ok(Some(l))) => {
             if let Some(rest) = l.strip_prefix("started pid ") {
-                rest.trim()
-                    .parse::<i32>()
-                    .map(Ok)
+                let (pid, steps) = match rest.trim().split_once(" steps ") {
+                    Some((pid, steps)) => (pid, parse_steps(steps)),
+                    None => (rest.trim(), Vec::new()),
+                };
+                pid.parse::<i32>()
+                    .map(|pid| Ok(Spawned { pid, steps }))
                     .map_err(|_| Error::Internal(format!("bad shim handshake {l:?}")))
             } else {
                 let text = l.strip_prefix("error ").unwrap_or(&l).to_string();
@@ -220,6 +256,25 @@ pub async fn spawn(cfg: &Config, spec: &ContainerSpec) -> Result<Result<i32, Sta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_steps_are_parsed() {
+        assert_eq!(
+            parse_steps("prepare=1-2,create=2-5,bad,start=x-1"),
+            vec![
+                Step {
+                    name: "prepare".into(),
+                    start: 1,
+                    end: 2
+                },
+                Step {
+                    name: "create".into(),
+                    start: 2,
+                    end: 5
+                }
+            ]
+        );
+    }
 
     #[test]
     fn start_errors_map_to_docker_codes() {

@@ -97,6 +97,7 @@ pub fn routes(state: AppState) -> Router {
             "/volumes/{name}",
             get(system::volume_inspect).delete(system::volume_remove),
         )
+        .route_layer(axum::middleware::from_fn(name_span_after_route))
         .fallback(fallback)
         .with_state(state)
 }
@@ -109,13 +110,64 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use tower::Layer;
-    let svc = axum::middleware::from_fn(version_middleware).layer(routes(state));
+    let svc = axum::middleware::from_fn(trace_middleware)
+        .layer(axum::middleware::from_fn(version_middleware).layer(routes(state)));
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(svc),
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// One server span per API request, the root of its trace (or the child of an incoming
+/// W3C `traceparent`, which SDK clients and curl may send). Every gRPC call made while
+/// handling the request carries its context to the service.
+pub async fn trace_middleware(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    let method = req.method().clone();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %method,
+        otel.kind = "server",
+        http.request.method = %method,
+        url.path = req.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        user_agent.original = req
+            .headers()
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    berth_kit::telemetry::continue_trace(
+        &span,
+        &berth_kit::telemetry::HeaderExtractor(req.headers()),
+    );
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    resp
+}
+
+/// Names the request's span after the matched route (`POST /containers/{id}/start`): the
+/// version prefix is already stripped, so one route is one name.
+async fn name_span_after_route(
+    matched: axum::extract::MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
+    let span = tracing::Span::current();
+    span.record("http.route", matched.as_str());
+    span.record(
+        "otel.name",
+        format!("{} {}", req.method(), matched.as_str()).as_str(),
+    );
+    next.run(req).await
 }
 
 /// Strips `/v1.NN` (as moby registers every route with and without it), refuses versions

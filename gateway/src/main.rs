@@ -44,7 +44,7 @@ fn secure_socket(path: &std::path::Path) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-gateway", args.common.debug);
+    let telemetry = berth_kit::telemetry::init("berth-gateway", args.common.debug);
     let roots = args.common.roots();
     let state = AppState::new(roots);
     tokio::spawn(reaper::run(state.clone()));
@@ -70,5 +70,6 @@ async fn main() -> anyhow::Result<()> {
         // Hijacked streams do not hold up shutdown; ordinary requests drain.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s).await;
     }
+    telemetry.shutdown();
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use berth_kit::Roots;
+use berth_kit::grpc::TracedChannel;
 use berth_proto::containers::containers_client::ContainersClient;
 use berth_proto::images::images_client::ImagesClient;
 use berth_proto::logs::logs_client::LogsClient;
@@ -9,7 +10,6 @@ use berth_proto::networks::networks_client::NetworksClient;
 use berth_proto::volumes::volumes_client::VolumesClient;
 use std::future::Future;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// How long an ordinary call may take before the caller gets a 503.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
@@ -24,17 +24,17 @@ pub const LOGD: &str = "logd";
 /// One lazily-connected client per service; cheap to clone.
 #[derive(Clone)]
 pub struct Services {
-    pub images: ImagesClient<Channel>,
-    pub containers: ContainersClient<Channel>,
-    pub networks: NetworksClient<Channel>,
-    pub volumes: VolumesClient<Channel>,
-    pub logs: LogsClient<Channel>,
+    pub images: ImagesClient<TracedChannel>,
+    pub containers: ContainersClient<TracedChannel>,
+    pub networks: NetworksClient<TracedChannel>,
+    pub volumes: VolumesClient<TracedChannel>,
+    pub logs: LogsClient<TracedChannel>,
 }
 
 impl Services {
     /// Clients for the services of the instance at `roots`. Nothing connects until used.
     pub fn connect(roots: &Roots) -> Self {
-        let ch = |svc: &str| berth_kit::grpc::channel(&roots.socket(svc));
+        let ch = |svc: &str| berth_kit::grpc::traced_channel(&roots.socket(svc));
         Self {
             images: ImagesClient::new(ch(IMAGED)).max_decoding_message_size(64 << 20),
             containers: ContainersClient::new(ch(CONTAINERD)).max_decoding_message_size(64 << 20),

@@ -10,6 +10,7 @@ use futures_util::Stream;
 use std::pin::Pin;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 /// The gRPC face of the image store.
 #[derive(Clone)]
@@ -37,12 +38,15 @@ impl Images for ImagesService {
         let imaged = self.imaged.clone();
         // The pull runs to completion even if the client goes away: it leaves either a
         // committed layer or nothing, and the next pull reuses what was done.
-        tokio::spawn(async move {
-            if let Err(e) = imaged.pull(req, tx.clone()).await {
-                tracing::warn!("pull failed: {e}");
-                let _ = tx.send(Err(Status::from(e))).await;
+        tokio::spawn(
+            async move {
+                if let Err(e) = imaged.pull(req, tx.clone()).await {
+                    tracing::warn!("pull failed: {e}");
+                    let _ = tx.send(Err(Status::from(e))).await;
+                }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
         // An error before any progress is the call's own status, so callers can answer
         // with a plain HTTP error as dockerd does.
         match rx.recv().await {

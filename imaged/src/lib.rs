@@ -184,7 +184,9 @@ impl Imaged {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    // The blocking thread continues the caller's span, so its work is traced under it.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| ImagedError::io("blocking task", std::io::Error::other(e.to_string())))?
 }

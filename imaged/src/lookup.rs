@@ -15,6 +15,7 @@ impl Imaged {
     /// Resolves `reference` to an image row. Order (Docker's): a 64-hex string or
     /// `sha256:<hex>` is an ID (prefix); otherwise the normalised reference's tag or
     /// digest; a bare name that matches nothing and is hex is tried as an ID prefix.
+    #[tracing::instrument(name = "image.resolve", skip_all, fields(image.name = reference))]
     pub async fn resolve(&self, reference: &str) -> Result<ImageRow> {
         let s = reference.trim();
         if s.is_empty() {

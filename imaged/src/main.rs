@@ -17,7 +17,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-imaged", args.service.debug);
+    let telemetry = berth_kit::telemetry::init("berth-imaged", args.service.debug);
     let roots = args.service.roots();
     let insecure_registries = insecure_registries_from(args.service.config_file.as_deref())
         .context("reading the daemon config")?;
@@ -37,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         berth_kit::shutdown::signal_received(),
     )
     .await?;
+    telemetry.shutdown();
     Ok(())
 }

@@ -349,6 +349,7 @@ impl Imaged {
 
     /// Pulls `req.reference`, streaming Docker-style progress to `tx`. The last message
     /// of a successful pull carries the image; errors are returned (not sent).
+    #[tracing::instrument(name = "image.pull", skip_all, fields(image.name = %req.reference))]
     pub async fn pull(&self, req: PullRequest, tx: ProgressSender) -> Result<Image> {
         let r = ImageRef::parse(&req.reference)?;
         let platform = Platform::parse(&req.platform)?;
@@ -488,6 +489,7 @@ impl Imaged {
 
     /// Downloads, verifies, unpacks and commits layer `i`.
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "layer.fetch", skip_all, fields(layer.digest = %layer.digest))]
     async fn fetch_layer(
         &self,
         client: &Client,

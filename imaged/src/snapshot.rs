@@ -109,6 +109,7 @@ fn to_proto(row: &SnapshotRow) -> Snapshot {
 
 impl Imaged {
     /// Creates (idempotently) the container's rootfs overlay of `image_ref`'s layers.
+    #[tracing::instrument(name = "snapshot.prepare", skip_all, fields(container.id = container_id, image.name = image_ref))]
     pub async fn prepare_snapshot(&self, container_id: &str, image_ref: &str) -> Result<Snapshot> {
         validate_container_id(container_id)?;
         let _guard = self.inner.snapshot_lock.lock().await;

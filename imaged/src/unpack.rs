@@ -50,6 +50,7 @@ pub struct Unpacked {
 }
 
 /// Unpacks the (possibly compressed) layer blob at `blob` into `dest` (created if needed).
+#[tracing::instrument(name = "layer.unpack", skip_all, fields(layer.media_type = media_type))]
 pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<Unpacked, ImagedError> {
     let mut file =
         File::open(blob).map_err(|e| ImagedError::io(format!("opening {}", blob.display()), e))?;

@@ -1,13 +1,18 @@
 //! gRPC over unix sockets: serving a service with health checks, and connecting to one.
 
+use crate::telemetry::{HeaderExtractor, MetadataInjector};
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint, Server};
+use tracing::Instrument as _;
 
 /// Serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,7 @@ pub async fn serve_unix(
     let routes = routes.add_service(health);
     tracing::info!(socket = %shown, "serving gRPC");
     Server::builder()
+        .layer(ServerTraceLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
@@ -80,6 +86,119 @@ pub fn channel(socket: &Path) -> Channel {
         .connect_lazy()
 }
 
+/// The interceptor of [`TracedChannel`].
+pub type InjectFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// A channel whose calls carry the caller's trace context (W3C `traceparent` metadata).
+pub type TracedChannel = InterceptedService<Channel, InjectFn>;
+
+/// [`channel`] with the current span's trace context injected into every call.
+pub fn traced_channel(socket: &Path) -> TracedChannel {
+    InterceptedService::new(channel(socket), inject_trace_context as InjectFn)
+}
+
+fn inject_trace_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let cx = crate::telemetry::current_context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
+    });
+    Ok(req)
+}
+
+/// Gives every gRPC call a server span (`rpc.*` attributes; an error status marks it)
+/// continuing the caller's trace. Calls that arrive without a trace context (health
+/// checks, shims' log streams, background watchers) are left unsampled, so they never
+/// start traces of their own. Without an exporter this layer does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerTraceLayer;
+
+impl<S> tower::Layer<S> for ServerTraceLayer {
+    type Service = ServerTrace<S>;
+    fn layer(&self, inner: S) -> ServerTrace<S> {
+        ServerTrace(inner)
+    }
+}
+
+/// The service of [`ServerTraceLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerTrace<S>(S);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, RB> tower::Service<http::Request<B>> for ServerTrace<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    RB: 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !crate::telemetry::is_exporting() {
+            return Box::pin(self.0.call(req));
+        }
+        let headers = HeaderExtractor(req.headers());
+        let (service, method) = rpc_names(req.uri().path());
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = format!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = service,
+            rpc.method = method,
+            rpc.grpc.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        if crate::telemetry::has_remote_parent(&headers) {
+            crate::telemetry::continue_trace(&span, &headers);
+        } else {
+            crate::telemetry::suppress_trace(&span);
+        }
+        let fut = {
+            let _entered = span.enter();
+            self.0.call(req)
+        };
+        Box::pin(async move {
+            let result = fut.instrument(span.clone()).await;
+            if let Ok(resp) = &result {
+                // Unary failures come back "trailers-only": the status is in the headers.
+                let code = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
+                span.record("rpc.grpc.status_code", code);
+                if code != 0 {
+                    span.record("otel.status_code", "ERROR");
+                    if let Some(m) = resp
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        span.record("otel.status_description", m);
+                    }
+                }
+            }
+            result
+        })
+    }
+}
+
+/// `("berth.containers.v1.Containers", "Create")` from `/berth.containers.v1.Containers/Create`.
+pub fn rpc_names(path: &str) -> (&str, &str) {
+    let p = path.trim_start_matches('/');
+    p.split_once('/').unwrap_or((p, ""))
+}
+
 /// Asks the health service on `socket` whether the server is SERVING.
 pub async fn is_serving(socket: &Path, timeout: Duration) -> bool {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel(socket));
@@ -103,6 +222,15 @@ pub fn socket_for(run_root: &Path, service: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rpc_names_split_service_and_method() {
+        assert_eq!(
+            rpc_names("/berth.containers.v1.Containers/Create"),
+            ("berth.containers.v1.Containers", "Create")
+        );
+        assert_eq!(rpc_names("/odd"), ("odd", ""));
+    }
 
     #[tokio::test]
     async fn health_reports_serving_and_unavailable_fails_fast() {

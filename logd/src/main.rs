@@ -19,7 +19,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-logd", args.service.debug);
+    let telemetry = berth_kit::telemetry::init("berth-logd", args.service.debug);
     let roots = args.service.roots();
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
     let svc = LogService::start(pool.clone(), roots.service_dir(SERVICE)).await?;
@@ -45,5 +45,6 @@ async fn main() -> anyhow::Result<()> {
         } => tracing::warn!("streams still open after {DRAIN:?}, exiting"),
     }
     pool.close().await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -180,6 +180,7 @@ impl LogService {
     /// Prepares the log (idempotent) and marks it live. Returns the log path ("" for
     /// the none driver, as Docker reports it). Re-opening with an empty driver or empty
     /// options keeps the recorded ones.
+    #[tracing::instrument(name = "log.open", skip_all, fields(container.id = id, log.driver = driver))]
     pub async fn open(
         &self,
         id: &str,

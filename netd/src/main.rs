@@ -26,7 +26,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-netd", args.common.debug);
+    let telemetry = berth_kit::telemetry::init("berth-netd", args.common.debug);
     let roots = args.common.roots();
     let pool = berth_kit::db::open(&roots.state_db("netd"), &store::MIGRATOR).await?;
     let netd = Netd::new(pool.clone(), roots.clone(), args.bridge)?;
@@ -46,5 +46,6 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     pool.close().await;
+    telemetry.shutdown();
     Ok(())
 }

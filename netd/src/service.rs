@@ -314,6 +314,7 @@ impl Netd {
 
     /// Creates (idempotently) the endpoint of `container_id` on `network`. On failure
     /// everything done so far is undone.
+    #[tracing::instrument(name = "endpoint.create", skip_all, fields(container.id = container_id, network.name = network))]
     pub async fn create_endpoint(
         &self,
         container_id: &str,

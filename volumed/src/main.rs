@@ -15,7 +15,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    berth_kit::telemetry::init("berth-volumed", args.service.debug);
+    let telemetry = berth_kit::telemetry::init("berth-volumed", args.service.debug);
     let roots = args.service.roots();
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
     let store = VolumeStore::new(pool.clone(), roots.service_dir(SERVICE));
@@ -24,5 +24,6 @@ async fn main() -> anyhow::Result<()> {
     let socket = roots.socket(SERVICE);
     berth_kit::grpc::serve_unix(&socket, routes, berth_kit::shutdown::signal_received()).await?;
     pool.close().await;
+    telemetry.shutdown();
     Ok(())
 }

@@ -479,6 +479,7 @@ impl VolumeStore {
     /// Records the container's use of volumes, creating missing named and anonymous
     /// ones, all or nothing. A container already attached gets its recorded mounts back
     /// unchanged (so a retry creates no second anonymous volume).
+    #[tracing::instrument(name = "volumes.attach", skip_all, fields(container.id = container_id))]
     pub async fn attach(
         &self,
         container_id: &str,

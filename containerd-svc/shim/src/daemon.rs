@@ -81,11 +81,16 @@ fn daemon(args: RunArgs) -> ExitCode {
         .with_ansi(false)
         .try_init();
     let started_at = now_unix_nano();
-    let result = prepare(&args).and_then(|()| create(&args));
+    let mut steps = Steps::default();
+    let result = steps
+        .time("prepare", || prepare(&args))
+        .and_then(|()| create(&args, &mut steps));
     let mut out = std::io::stdout();
     let started = match result {
         Ok(s) => {
-            let _ = writeln!(out, "{HANDSHAKE_OK} pid {}", s.pid);
+            // containerd-svc turns the step timings into the shim's spans: the shim itself
+            // links no tracing exporter.
+            let _ = writeln!(out, "{HANDSHAKE_OK} pid {} steps {}", s.pid, steps.encode());
             let _ = out.flush();
             s
         }
@@ -118,6 +123,30 @@ fn daemon(args: RunArgs) -> ExitCode {
             tracing::error!(error = %e, "shim failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the shim did before the handshake, with wall-clock bounds (unix nanoseconds).
+#[derive(Debug, Default)]
+struct Steps(Vec<(&'static str, i64, i64)>);
+
+impl Steps {
+    fn record(&mut self, name: &'static str, start: i64, end: i64) {
+        self.0.push((name, start, end));
+    }
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = now_unix_nano();
+        let out = f();
+        self.record(name, start, now_unix_nano());
+        out
+    }
+    /// `name=start-end,...`, as berth-containerd reads it from the handshake.
+    fn encode(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, s, e)| format!("{n}={s}-{e}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -158,7 +187,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
 
 /// Builds and starts the container. Must run before any thread exists (libcontainer
 /// forks with clone3 and chdirs process-wide).
-fn create(args: &RunArgs) -> Result<Started, ShimError> {
+fn create(args: &RunArgs, steps: &mut Steps) -> Result<Started, ShimError> {
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (stdin_r, stdin_keep): (OwnedFd, Option<OwnedFd>) = if args.open_stdin {
@@ -172,7 +201,8 @@ fn create(args: &RunArgs) -> Result<Started, ShimError> {
         (null.into(), None)
     };
     let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
-    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let build_started = now_unix_nano();
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state_root)
         .map_err(rt)?
         .with_stdin(stdin_r)
@@ -183,12 +213,16 @@ fn create(args: &RunArgs) -> Result<Started, ShimError> {
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .map_err(|e| {
-            cleanup_failed(args);
-            rt(e)
-        })?;
-    if let Err(e) = container.start() {
+        .build();
+    steps.record("create", build_started, now_unix_nano());
+    let mut container = built.map_err(|e| {
+        cleanup_failed(args);
+        rt(e)
+    })?;
+    let start_started = now_unix_nano();
+    let start_result = container.start();
+    steps.record("start", start_started, now_unix_nano());
+    if let Err(e) = start_result {
         let _ = container.delete(true);
         cleanup_failed(args);
         return Err(rt(e));

@@ -64,6 +64,11 @@ impl Berth {
 
     /// As [`Berth::start`], with extra berthd flags.
     pub fn start_with(name: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(name, extra, &[])
+    }
+
+    /// As [`Berth::start_with`], with extra environment for berthd (and so every service).
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let berthd = binary("berthd")?;
         // Short paths under /tmp: shim sockets live at <exec>/shims/<64-hex id>/shim.sock
         // and a unix socket path must stay under 108 bytes.
@@ -98,6 +103,7 @@ impl Berth {
             c.arg("--debug");
         }
         c.args(extra)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -1,0 +1,252 @@
+//! One trace per API request across the services. A real OTLP/gRPC receiver (built here
+//! from the OTLP protos) listens on loopback; Berth exports to it; `docker run --rm` of an
+//! image that is not pulled yet (so the CLI also pulls) must give traces that are each
+//! rooted at a single gateway span with no orphans, and whose spans together come from
+//! every service and from the shim.
+
+#![allow(clippy::unwrap_used)]
+
+use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A span as received: which service sent it, and where it sits in its trace.
+#[derive(Debug, Clone)]
+struct Received {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    span_id: Vec<u8>,
+    parent_span_id: Vec<u8>,
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Received>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut out = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(text)
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push(Received {
+                        service: service.clone(),
+                        name: s.name,
+                        trace_id: s.trace_id,
+                        span_id: s.span_id,
+                        parent_span_id: s.parent_span_id,
+                        attributes: s
+                            .attributes
+                            .iter()
+                            .map(|kv| {
+                                (
+                                    kv.key.clone(),
+                                    kv.value.as_ref().map(text).unwrap_or_default(),
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn text(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> String {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Starts the receiver on a free loopback port, on its own runtime thread.
+fn start_receiver() -> (Receiver, u16, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::default();
+    let svc = TraceServiceServer::new(receiver.clone());
+    rt.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    (receiver, port, rt)
+}
+
+/// Everything wrong with the traces that contain a gateway span: a trace whose root is not
+/// one gateway span, or a span whose parent never arrived.
+fn problems(spans: &[Received]) -> Vec<String> {
+    let mut by_trace: HashMap<&[u8], Vec<&Received>> = HashMap::new();
+    for s in spans {
+        by_trace.entry(&s.trace_id).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (trace, members) in by_trace {
+        let ids: BTreeSet<&[u8]> = members.iter().map(|s| s.span_id.as_slice()).collect();
+        let roots: Vec<_> = members
+            .iter()
+            .filter(|s| s.parent_span_id.is_empty())
+            .collect();
+        let trace = hex::encode(trace);
+        if roots.len() != 1 || roots[0].service != "berth-gateway" {
+            out.push(format!(
+                "trace {trace}: roots {:?}",
+                roots
+                    .iter()
+                    .map(|s| format!("{}:{}", s.service, s.name))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        for s in &members {
+            if !s.parent_span_id.is_empty() && !ids.contains(s.parent_span_id.as_slice()) {
+                out.push(format!(
+                    "trace {trace}: orphan {}:{} (parent {})",
+                    s.service,
+                    s.name,
+                    hex::encode(&s.parent_span_id)
+                ));
+            }
+        }
+    }
+    out
+}
+
+const SERVICES: [&str; 7] = [
+    "berth-gateway",
+    "berth-imaged",
+    "berth-netd",
+    "berth-volumed",
+    "berth-containerd",
+    "berth-shim",
+    "berth-logd",
+];
+
+#[test]
+fn docker_run_is_traced_across_every_service() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let (receiver, port, _rt) = start_receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let berth = Berth::start_with_env(
+        "tracing",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            // Export every 200 ms instead of 5 s, so the test need not wait long.
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .unwrap();
+
+    step!("docker run --rm of an image not pulled yet");
+    let out = berth.docker(&["run", "--rm", &img, "echo", "traced"]);
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout.lines().last(), Some("traced"));
+
+    step!("every service's spans arrive, in traces rooted at the gateway");
+    let services = || -> BTreeSet<String> {
+        receiver
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.service.clone())
+            .collect()
+    };
+    let complete = wait_until(Duration::from_secs(30), || {
+        let seen = services();
+        SERVICES.iter().all(|s| seen.contains(*s))
+            && problems(&receiver.0.lock().unwrap()).is_empty()
+    });
+    let spans = receiver.0.lock().unwrap().clone();
+    let listing: Vec<String> = spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} {}:{}",
+                hex::encode(&s.trace_id),
+                hex::encode(&s.parent_span_id),
+                s.service,
+                s.name
+            )
+        })
+        .collect();
+    assert!(
+        complete,
+        "services seen {:?}, problems {:?}\nspans:\n{}",
+        services(),
+        problems(&spans),
+        listing.join("\n")
+    );
+
+    step!("the spans carry the semantic-convention and container attributes");
+    let http = spans
+        .iter()
+        .find(|s| s.name == "POST /containers/create")
+        .unwrap_or_else(|| panic!("no create span:\n{}", listing.join("\n")));
+    assert_eq!(http.attributes["http.request.method"], "POST");
+    assert_eq!(http.attributes["http.route"], "/containers/create");
+    assert!(http.attributes.contains_key("http.response.status_code"));
+    let rpc = spans
+        .iter()
+        .find(|s| s.service == "berth-containerd" && s.name.ends_with("/Start"))
+        .unwrap_or_else(|| panic!("no containerd Start span:\n{}", listing.join("\n")));
+    assert_eq!(rpc.attributes["rpc.system"], "grpc");
+    assert_eq!(rpc.attributes["rpc.method"], "Start");
+    let shim = spans
+        .iter()
+        .find(|s| s.service == "berth-shim" && s.name == "shim start")
+        .unwrap_or_else(|| panic!("no shim start span:\n{}", listing.join("\n")));
+    assert_eq!(shim.attributes["container.id"].len(), 64);
+    // The shim's run hangs under containerd's Start, in the same trace.
+    assert!(spans.iter().any(|s| s.service == "berth-shim"
+        && s.name == "berth-shim run"
+        && s.trace_id == rpc.trace_id));
+    for name in [
+        "image.pull",
+        "layer.unpack",
+        "snapshot.prepare",
+        "endpoint.create",
+    ] {
+        assert!(
+            spans.iter().any(|s| s.name == name),
+            "no {name} span:\n{}",
+            listing.join("\n")
+        );
+    }
+}
