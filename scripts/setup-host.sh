@@ -6,6 +6,7 @@
 #   docker-registry  the real distribution registry the e2e tests push to and pull from
 #   busybox-static   the e2e test image's only binary
 #   skopeo           pushes the e2e test image into the registry
+#   prometheus       the observability test scrapes Berth's metrics with the real thing
 #   systemd          only for `systemd-analyze verify` of deploy/systemd (if missing)
 set -euo pipefail
 
@@ -14,7 +15,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo)
+packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus)
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     packages+=(systemd)
 fi
@@ -40,4 +41,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # tests run their own on loopback, so the packaged one must not hold the port.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
 fi

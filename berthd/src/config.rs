@@ -51,6 +51,20 @@ pub struct Cli {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub live_restore: Option<bool>,
+    /// What to do instead of running Berth.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// berthd's subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Show each service of the running Berth: state, pid, uptime, restarts, last error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The daemon.json keys berthd acts on. Every other key dockerd knows is accepted (the
@@ -137,6 +151,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max-concurrent-downloads",
     "max-concurrent-uploads",
     "max-download-attempts",
+    "metrics-addr",
     "min-api-version",
     "mtu",
     "no-new-privileges",

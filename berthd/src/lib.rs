@@ -19,6 +19,97 @@ use std::time::{Duration, Instant};
 use supervisor::Supervised;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// How often berthd refreshes `<run-root>/berthd-status.json` (written only on change).
+pub const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps `<run-root>/berthd-status.json` up to date for `berthd status` and the gateway.
+struct StatusWriter {
+    run_root: PathBuf,
+    started_at: String,
+    last: std::cell::RefCell<Option<berth_kit::status::LauncherStatus>>,
+}
+
+impl StatusWriter {
+    fn new(run_root: &Path) -> Self {
+        Self {
+            run_root: run_root.to_path_buf(),
+            started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            last: std::cell::RefCell::new(None),
+        }
+    }
+
+    fn write(&self, running: &[Supervised]) {
+        use berth_kit::status::{LauncherStatus, ServiceStatus};
+        let status = LauncherStatus {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.started_at.clone(),
+            services: running
+                .iter()
+                .map(|s| ServiceStatus {
+                    name: s.name.trim_start_matches("berth-").to_string(),
+                    binary: s.binary.display().to_string(),
+                    pid: s.state.pid().unwrap_or(0),
+                    started_at: s.state.started_at(),
+                    restarts: s.state.restarts(),
+                    last_error: s.state.last_exit().unwrap_or_default(),
+                })
+                .collect(),
+        };
+        if self.last.borrow().as_ref() == Some(&status) {
+            return;
+        }
+        match berth_kit::status::write(&self.run_root, &status) {
+            Ok(()) => *self.last.borrow_mut() = Some(status),
+            Err(e) => tracing::warn!(error = %e, "writing the status file"),
+        }
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(berth_kit::status::path(&self.run_root));
+    }
+}
+
+/// Prints the live status of the Berth whose run root is `exec_root` (as `berthd status`):
+/// a table, or JSON with `json`. Err when no berthd runs there.
+pub async fn print_status(exec_root: &Path, json: bool) -> Result<(), String> {
+    let Some(status) = berth_kit::status::read(exec_root) else {
+        return Err(format!(
+            "no berthd is running with exec root {} ({} is missing)",
+            exec_root.display(),
+            berth_kit::status::path(exec_root).display()
+        ));
+    };
+    let live = berth_kit::status::live(exec_root, status, Duration::from_secs(1)).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&live).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "berthd {} (pid {}, since {})",
+        live.version, live.pid, live.started_at
+    );
+    println!(
+        "{:<12} {:<6} {:>8} {:>10} {:>9}  LAST ERROR",
+        "SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"
+    );
+    for s in &live.services {
+        println!(
+            "{:<12} {:<6} {:>8} {:>9}s {:>9}  {}",
+            s.launcher.name,
+            s.state,
+            s.launcher.pid,
+            s.uptime_seconds,
+            s.launcher.restarts,
+            s.launcher.last_error
+        );
+    }
+    Ok(())
+}
+
 /// How long a service gets to become ready at startup.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,6 +176,7 @@ pub async fn run(settings: Settings) -> Result<(), LaunchError> {
     }
 
     let specs = resolve_binaries(services::specs(&settings))?;
+    let status = StatusWriter::new(&settings.exec_root);
     let mut running: Vec<Supervised> = Vec::new();
     for (spec, binary) in specs {
         let name = spec.binary;
@@ -95,6 +187,7 @@ pub async fn run(settings: Settings) -> Result<(), LaunchError> {
             _ = int.recv() => Err(None),
         };
         running.push(svc);
+        status.write(&running);
         match ready {
             Ok(()) => {}
             Err(failure) => {
@@ -120,11 +213,16 @@ pub async fn run(settings: Settings) -> Result<(), LaunchError> {
         .collect();
     tracing::info!("Berth is ready: Docker API on {}", apis.join(", "));
 
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, stopping Berth"),
-        _ = int.recv() => tracing::info!("SIGINT received, stopping Berth"),
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received, stopping Berth"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received, stopping Berth"); break; }
+            _ = tick.tick() => status.write(&running),
+        }
     }
     stop_all(running).await;
+    status.remove();
     tracing::info!("Berth stopped; containers keep running");
     Ok(())
 }

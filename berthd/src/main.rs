@@ -19,6 +19,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     berth_kit::telemetry::init_logging("berthd", settings.debug);
+    if let Some(berthd::config::Command::Status { json }) = cli.command {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        return match runtime.block_on(berthd::print_status(&settings.exec_root, json)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
     // One thread: berthd only waits on children and sockets, and children must be
     // forked from a thread that lives as long as berthd (PR_SET_PDEATHSIG is per thread).
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -20,6 +20,7 @@ pub struct ServiceState {
     pid: AtomicU32,
     restarts: AtomicU32,
     last_exit: Mutex<Option<String>>,
+    started_at: Mutex<String>,
 }
 
 impl ServiceState {
@@ -41,6 +42,20 @@ impl ServiceState {
         self.last_exit.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
+    /// When the current process started (RFC 3339), empty while none runs.
+    pub fn started_at(&self) -> String {
+        self.started_at
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+
+    fn set_started_at(&self, at: String) {
+        if let Ok(mut g) = self.started_at.lock() {
+            *g = at;
+        }
+    }
+
     fn set_last_exit(&self, what: String) {
         if let Ok(mut g) = self.last_exit.lock() {
             *g = Some(what);
@@ -53,6 +68,8 @@ impl ServiceState {
 pub struct Supervised {
     /// The binary's name, for logs.
     pub name: &'static str,
+    /// The binary's path.
+    pub binary: PathBuf,
     /// Shared state.
     pub state: Arc<ServiceState>,
     stop: watch::Sender<bool>,
@@ -66,13 +83,14 @@ impl Supervised {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(keep_running(
             name,
-            binary,
+            binary.clone(),
             args,
             Arc::clone(&state),
             stop_rx,
         ));
         Self {
             name,
+            binary,
             state,
             stop,
             task,
@@ -104,11 +122,15 @@ async fn keep_running(
         match spawn(&binary, &args) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
+                state.set_started_at(
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
                 state.pid.store(pid, Ordering::SeqCst);
                 tracing::info!(service = name, pid, "started");
                 tokio::select! {
                     status = child.wait() => {
                         state.pid.store(0, Ordering::SeqCst);
+                        state.set_started_at(String::new());
                         let what = match status {
                             Ok(s) => describe(s),
                             Err(e) => format!("wait failed: {e}"),

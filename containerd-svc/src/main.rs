@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
     let svc = Service::new(pool, cfg, telemetry.tracer_for("berth-shim"));
     svc.reconcile().await.context("reconciling with shims")?;
+    svc.spawn_state_metrics();
     let routes = tonic::service::Routes::new(ContainersServer::new(svc));
     berth_kit::grpc::serve_unix(
         &roots.socket(SERVICE),

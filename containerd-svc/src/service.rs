@@ -74,6 +74,44 @@ impl Service {
         }
     }
 
+    /// Keeps `berth_containers{state=...}` equal to the records: recounted at start and
+    /// after every lifecycle event.
+    pub fn spawn_state_metrics(&self) {
+        let gauge = berth_kit::metrics::gauge_family("containers", "Containers, by state");
+        let mut rx = self.inner.events.subscribe();
+        let pool = self.inner.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(records) = store::list(&pool).await {
+                    let mut counts: HashMap<String, i64> = [
+                        "created",
+                        "running",
+                        "paused",
+                        "restarting",
+                        "removing",
+                        "exited",
+                        "dead",
+                    ]
+                    .into_iter()
+                    .map(|s| (s.to_string(), 0))
+                    .collect();
+                    for r in records {
+                        *counts.entry(r.state).or_default() += 1;
+                    }
+                    for (state, n) in counts {
+                        gauge
+                            .get_or_create(&berth_kit::metrics::label("state", &state))
+                            .set(n);
+                    }
+                }
+                match rx.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Records what the shim reported as spans of the `berth-shim` service under the
     /// current span: one for the shim's run, one per step.
     fn record_shim_spans(&self, id: &str, steps: &[shim::Step]) {

@@ -8,6 +8,7 @@
 pub mod containers;
 pub mod error;
 pub mod images;
+pub mod metrics;
 pub mod reaper;
 pub mod services;
 pub mod streams;
@@ -120,7 +121,11 @@ pub async fn serve(
     .await
 }
 
-/// One server span per API request, the root of its trace (or the child of an incoming
+/// The route a request matched, passed out to [`trace_middleware`] for the metrics.
+#[derive(Debug, Clone)]
+struct MatchedRoute(String);
+
+/// One server span per API request (and its count in the metrics), the root of its trace (or the child of an incoming
 /// W3C `traceparent`, which SDK clients and curl may send). Every gRPC call made while
 /// handling the request carries its context to the service.
 pub async fn trace_middleware(req: Request, next: Next) -> Response {
@@ -145,8 +150,15 @@ pub async fn trace_middleware(req: Request, next: Next) -> Response {
         &span,
         &berth_kit::telemetry::HeaderExtractor(req.headers()),
     );
+    let started = std::time::Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status();
+    let route = resp
+        .extensions()
+        .get::<MatchedRoute>()
+        .map(|r| r.0.as_str())
+        .unwrap_or("unmatched");
+    metrics::observe_request(method.as_str(), route, status.as_u16(), started.elapsed());
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
@@ -167,7 +179,10 @@ async fn name_span_after_route(
         "otel.name",
         format!("{} {}", req.method(), matched.as_str()).as_str(),
     );
-    next.run(req).await
+    let route = MatchedRoute(matched.as_str().to_string());
+    let mut resp = next.run(req).await;
+    resp.extensions_mut().insert(route);
+    resp
 }
 
 /// Strips `/v1.NN` (as moby registers every route with and without it), refuses versions

@@ -1,6 +1,7 @@
 //! berth-gateway: serves the Docker API on a unix socket.
 
 use anyhow::Context;
+use berth_gateway::metrics::{DEFAULT_METRICS_ADDR, metrics_addr_from};
 use berth_gateway::{AppState, reaper};
 use clap::Parser;
 use std::os::unix::fs::PermissionsExt;
@@ -14,6 +15,10 @@ struct Args {
     /// Where to serve the API: unix://PATH (repeatable). Default: <exec-root>/docker.sock.
     #[arg(short = 'H', long = "host")]
     hosts: Vec<String>,
+    /// Address (host:port) serving every service's metrics at /metrics; "" turns it off.
+    /// Default: daemon.json's `metrics-addr`, else 127.0.0.1:9323.
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
 fn socket_paths(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
@@ -41,6 +46,31 @@ fn secure_socket(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves the metrics address. Only loopback unless the operator says otherwise; a busy
+/// port (another Berth) costs the metrics, never the API.
+async fn serve_metrics(
+    addr: &str,
+    state: AppState,
+    mut stop: tokio::sync::broadcast::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(addr, error = %e, "metrics address unavailable; metrics not served");
+            return;
+        }
+    };
+    tracing::info!(addr, "serving metrics");
+    let app = berth_gateway::metrics::routes(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.recv().await;
+            })
+            .await;
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -63,6 +93,14 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }));
+    }
+    let metrics_addr = match args.metrics_addr.clone() {
+        Some(a) => a,
+        None => metrics_addr_from(args.common.config_file.as_deref())?
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
+    };
+    if !metrics_addr.is_empty() {
+        serve_metrics(&metrics_addr, state.clone(), tx.subscribe()).await;
     }
     berth_kit::shutdown::signal_received().await;
     let _ = tx.send(());

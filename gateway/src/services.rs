@@ -7,6 +7,7 @@ use berth_proto::containers::containers_client::ContainersClient;
 use berth_proto::images::images_client::ImagesClient;
 use berth_proto::logs::logs_client::LogsClient;
 use berth_proto::networks::networks_client::NetworksClient;
+use berth_proto::telemetry::telemetry_client::TelemetryClient;
 use berth_proto::volumes::volumes_client::VolumesClient;
 use std::future::Future;
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct Services {
     pub networks: NetworksClient<TracedChannel>,
     pub volumes: VolumesClient<TracedChannel>,
     pub logs: LogsClient<TracedChannel>,
+    /// Each service's metrics endpoint, by service name.
+    pub telemetry: Vec<(&'static str, TelemetryClient<TracedChannel>)>,
 }
 
 impl Services {
@@ -41,6 +44,10 @@ impl Services {
             networks: NetworksClient::new(ch(NETD)),
             volumes: VolumesClient::new(ch(VOLUMED)),
             logs: LogsClient::new(ch(LOGD)),
+            telemetry: [IMAGED, CONTAINERD, NETD, VOLUMED, LOGD]
+                .into_iter()
+                .map(|s| (s, TelemetryClient::new(ch(s))))
+                .collect(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Daemon-wide endpoints: ping, version, info, and the read-only network/volume views.
 
 use crate::error::ApiError;
-use crate::services::{CONTAINERD, IMAGED, NETD, VOLUMED, call};
+use crate::services::{CONTAINERD, IMAGED, NETD, VOLUMED, call, call_within};
 use crate::{API_VERSION, AppState, BERTH_VERSION, MIN_API_VERSION};
 use axum::Json;
 use axum::body::Bytes;
@@ -108,18 +108,46 @@ fn cgroup_version() -> &'static str {
     }
 }
 
+/// How long `docker info` waits for each service.
+const INFO_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `GET /info`: real counts from the services; a service that is down is listed under
 /// Warnings instead of failing the whole call.
 pub async fn info(State(st): State<AppState>) -> Json<Value> {
     let mut warnings: Vec<String> = Vec::new();
-    let mut s = st.services.clone();
+    let s = st.services.clone();
     let (mut running, mut paused, mut stopped, mut total) = (0, 0, 0, 0);
-    match call(
-        CONTAINERD,
-        s.containers.list(containers::ListRequest { all: true }),
-    )
-    .await
-    {
+    // Asked concurrently with a short deadline: `docker info` must answer quickly even
+    // when a service hangs, and name that service under Warnings.
+    let (mut c, mut i, mut n, mut v) = (
+        s.containers.clone(),
+        s.images.clone(),
+        s.networks.clone(),
+        s.volumes.clone(),
+    );
+    let (containers_r, images_r, networks_r, volumes_r) = tokio::join!(
+        call_within(
+            CONTAINERD,
+            INFO_DEADLINE,
+            c.list(containers::ListRequest { all: true })
+        ),
+        call_within(
+            IMAGED,
+            INFO_DEADLINE,
+            i.list_images(images::ListImagesRequest { all: false })
+        ),
+        call_within(
+            NETD,
+            INFO_DEADLINE,
+            n.list_networks(networks::ListNetworksRequest {})
+        ),
+        call_within(
+            VOLUMED,
+            INFO_DEADLINE,
+            v.list_volumes(volumes::ListVolumesRequest {})
+        ),
+    );
+    match containers_r {
         Ok(list) => {
             for c in list.containers {
                 total += 1;
@@ -132,39 +160,14 @@ pub async fn info(State(st): State<AppState>) -> Json<Value> {
         }
         Err(e) => warnings.push(e.message),
     }
-    let images = match call(
-        IMAGED,
-        s.images
-            .list_images(images::ListImagesRequest { all: false }),
-    )
-    .await
-    {
+    let images = match images_r {
         Ok(l) => l.images.len(),
         Err(e) => {
             warnings.push(e.message);
             0
         }
     };
-    for (svc, ok) in [
-        (
-            NETD,
-            call(
-                NETD,
-                s.networks.list_networks(networks::ListNetworksRequest {}),
-            )
-            .await
-            .is_ok(),
-        ),
-        (
-            VOLUMED,
-            call(
-                VOLUMED,
-                s.volumes.list_volumes(volumes::ListVolumesRequest {}),
-            )
-            .await
-            .is_ok(),
-        ),
-    ] {
+    for (svc, ok) in [(NETD, networks_r.is_ok()), (VOLUMED, volumes_r.is_ok())] {
         if !ok {
             warnings.push(format!("berth: the {svc} service is unavailable"));
         }

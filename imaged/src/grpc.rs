@@ -40,7 +40,9 @@ impl Images for ImagesService {
         // committed layer or nothing, and the next pull reuses what was done.
         tokio::spawn(
             async move {
-                if let Err(e) = imaged.pull(req, tx.clone()).await {
+                let result = imaged.pull(req, tx.clone()).await;
+                crate::metrics::pulled(result.is_ok());
+                if let Err(e) = result {
                     tracing::warn!("pull failed: {e}");
                     let _ = tx.send(Err(Status::from(e))).await;
                 }

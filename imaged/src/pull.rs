@@ -525,6 +525,7 @@ impl Imaged {
                 .await
                 .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
             current += chunk.len() as i64;
+            crate::metrics::downloaded(chunk.len() as u64);
             if last.elapsed() >= PROGRESS_EVERY {
                 progress.send("Downloading", &id, current, total).await;
                 last = Instant::now();

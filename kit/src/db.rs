@@ -24,6 +24,21 @@ pub enum DbError {
     },
 }
 
+/// The service's database, for the latency probe of the metrics.
+static OPENED: std::sync::OnceLock<SqlitePool> = std::sync::OnceLock::new();
+
+/// Times one small read of the service's database (`None`: no database opened yet, or
+/// the read failed).
+pub async fn probe_latency() -> Option<Duration> {
+    let pool = OPENED.get()?;
+    let started = std::time::Instant::now();
+    sqlx::query("SELECT count(*) FROM sqlite_master")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    Some(started.elapsed())
+}
+
 /// Opens (creating if needed) the database at `path` and applies `migrator`.
 pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
     let shown = path.display().to_string();
@@ -56,6 +71,7 @@ pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbErro
             path: shown,
             source,
         })?;
+    let _ = OPENED.set(pool.clone());
     Ok(pool)
 }
 

@@ -46,7 +46,11 @@ pub async fn serve_unix(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    let routes = routes.add_service(health);
+    let routes = routes.add_service(health).add_service(
+        berth_proto::telemetry::telemetry_server::TelemetryServer::new(
+            crate::metrics::TelemetryService,
+        ),
+    );
     tracing::info!(socket = %shown, "serving gRPC");
     Server::builder()
         .layer(ServerTraceLayer)
@@ -105,10 +109,10 @@ fn inject_trace_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()
     Ok(req)
 }
 
-/// Gives every gRPC call a server span (`rpc.*` attributes; an error status marks it)
+/// Counts every gRPC call in the metrics and gives it a server span (`rpc.*` attributes; an error status marks it)
 /// continuing the caller's trace. Calls that arrive without a trace context (health
 /// checks, shims' log streams, background watchers) are left unsampled, so they never
-/// start traces of their own. Without an exporter this layer does nothing.
+/// start traces of their own. Without an exporter, only the metrics are kept.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ServerTraceLayer;
 
@@ -141,56 +145,72 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !crate::telemetry::is_exporting() {
-            return Box::pin(self.0.call(req));
-        }
-        let headers = HeaderExtractor(req.headers());
-        let (service, method) = rpc_names(req.uri().path());
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = format!("{service}/{method}"),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = service,
-            rpc.method = method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-        );
-        if crate::telemetry::has_remote_parent(&headers) {
-            crate::telemetry::continue_trace(&span, &headers);
+        let path = req.uri().path().to_string();
+        let started = std::time::Instant::now();
+        let span = if crate::telemetry::is_exporting() {
+            server_span(&req)
         } else {
-            crate::telemetry::suppress_trace(&span);
-        }
+            tracing::Span::none()
+        };
         let fut = {
             let _entered = span.enter();
             self.0.call(req)
         };
         Box::pin(async move {
             let result = fut.instrument(span.clone()).await;
-            if let Ok(resp) = &result {
-                // Unary failures come back "trailers-only": the status is in the headers.
-                let code = resp
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or(0);
+            // Unary failures come back "trailers-only": the status is in the headers.
+            // A transport error never reached a handler: count it as UNAVAILABLE (14).
+            let (code, message) = match &result {
+                Ok(resp) => (
+                    resp.headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(0),
+                    resp.headers()
+                        .get("grpc-message")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                ),
+                Err(_) => (14, None),
+            };
+            crate::metrics::observe_rpc(&path, code, started.elapsed());
+            if !span.is_none() {
                 span.record("rpc.grpc.status_code", code);
                 if code != 0 {
                     span.record("otel.status_code", "ERROR");
-                    if let Some(m) = resp
-                        .headers()
-                        .get("grpc-message")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        span.record("otel.status_description", m);
+                    if let Some(m) = message {
+                        span.record("otel.status_description", m.as_str());
                     }
                 }
             }
             result
         })
     }
+}
+
+/// The server span of one call: the child of the caller's trace context, or unsampled
+/// when the call carries none.
+fn server_span<B>(req: &http::Request<B>) -> tracing::Span {
+    let headers = HeaderExtractor(req.headers());
+    let (service, method) = rpc_names(req.uri().path());
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = format!("{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    if crate::telemetry::has_remote_parent(&headers) {
+        crate::telemetry::continue_trace(&span, &headers);
+    } else {
+        crate::telemetry::suppress_trace(&span);
+    }
+    span
 }
 
 /// `("berth.containers.v1.Containers", "Create")` from `/berth.containers.v1.Containers/Create`.

@@ -5,8 +5,10 @@
 pub mod args;
 pub mod db;
 pub mod grpc;
+pub mod metrics;
 pub mod paths;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 
 pub use args::ServiceArgs;

@@ -128,6 +128,7 @@ impl Telemetry {
 /// Installs the global subscriber for `service` (e.g. "berth-imaged"). Must run inside a
 /// tokio runtime (the gRPC exporter spawns its connection there).
 pub fn init(service: &str, debug: bool) -> Telemetry {
+    crate::metrics::init(service);
     global::set_text_map_propagator(TraceContextPropagator::new());
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod format;
+pub mod metrics;
 pub mod service;
 pub mod store;
 

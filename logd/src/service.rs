@@ -354,6 +354,7 @@ impl LogService {
         };
         let mut new_cursors: HashMap<String, u64> = HashMap::new();
         let mut buf = Vec::new();
+        let mut counted = [(0u64, 0u64); 2];
         for e in entries {
             let cur = new_cursors
                 .get(&e.session)
@@ -369,6 +370,9 @@ impl LogService {
                 e.time_unix_nano
             };
             buf.extend_from_slice(&format::encode(&e.line, e.stream, time));
+            let c = &mut counted[usize::from(e.stream == 2)];
+            c.0 += 1;
+            c.1 += e.line.len() as u64;
             new_cursors.insert(e.session, e.seq);
         }
         if new_cursors.is_empty() {
@@ -397,6 +401,9 @@ impl LogService {
         w.size = size;
         w.cursors.extend(list);
         drop(w);
+        for (stream, (lines, bytes)) in ["stdout", "stderr"].into_iter().zip(counted) {
+            crate::metrics::written(stream, lines, bytes);
+        }
         log.state.send_modify(|s| s.committed = size);
         Ok(())
     }

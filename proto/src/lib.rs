@@ -24,3 +24,7 @@ pub mod volumes {
 pub mod logs {
     tonic::include_proto!("berth.logs.v1");
 }
+/// `berth.telemetry.v1`: metrics every service serves beside its own API (berth-kit).
+pub mod telemetry {
+    tonic::include_proto!("berth.telemetry.v1");
+}

@@ -69,6 +69,16 @@ impl Berth {
 
     /// As [`Berth::start_with`], with extra environment for berthd (and so every service).
     pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_full(name, extra, env, "{}")
+    }
+
+    /// As [`Berth::start_with_env`], with `daemon_json` as the configuration file.
+    pub fn start_full(
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        daemon_json: &str,
+    ) -> Result<Self> {
         let berthd = binary("berthd")?;
         // Short paths under /tmp: shim sockets live at <exec>/shims/<64-hex id>/shim.sock
         // and a unix socket path must stay under 108 bytes.
@@ -84,9 +94,9 @@ impl Berth {
         let (octet, subnet_lock) = claim_subnet(name)?;
         let roots = Roots::new(data.path(), exec.path());
         let socket = roots.docker_socket();
-        // An empty daemon.json: the host's /etc/berth/daemon.json must not leak in.
+        // Our own daemon.json: the host's /etc/berth/daemon.json must not leak in.
         let config = home.path().join("daemon.json");
-        std::fs::write(&config, "{}\n")?;
+        std::fs::write(&config, format!("{daemon_json}\n"))?;
         std::fs::create_dir_all(home.path().join("docker"))?;
         let log = std::fs::File::create(home.path().join("berthd.log"))?;
 
