@@ -273,6 +273,7 @@ pub async fn create(
     Query(q): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let _creating = st.create_lock.clone().read_owned().await;
     let req: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
     if !req.is_object() {

@@ -50,6 +50,14 @@ impl ApiError {
     pub fn from_status(service: &str, status: tonic::Status) -> Self {
         use tonic::Code;
         let msg = status.message().to_string();
+        // A status that carries a source was made by the client's transport (the peer
+        // died mid-call: "transport error", a reset stream), never by the service's own
+        // handler: the service is unavailable, whatever code the transport chose.
+        if std::error::Error::source(&status).is_some()
+            && matches!(status.code(), Code::Unknown | Code::Internal)
+        {
+            return Self::unavailable(service, msg);
+        }
         match status.code() {
             Code::NotFound => Self::not_found(msg),
             Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => Self::conflict(msg),
@@ -119,6 +127,21 @@ mod tests {
             e.message,
             "berth: the netd service is unavailable: connection refused"
         );
+    }
+
+    #[test]
+    fn a_transport_failure_mid_call_is_the_service_being_unavailable() {
+        let mut s = tonic::Status::unknown("transport error");
+        s.set_source(std::sync::Arc::new(std::io::Error::other("stream reset")));
+        let e = ApiError::from_status("imaged", s);
+        assert_eq!(e.status, 503);
+        assert_eq!(
+            e.message,
+            "berth: the imaged service is unavailable: transport error"
+        );
+        // The service's own internal error stays a 500.
+        let e = ApiError::from_status("imaged", tonic::Status::internal("disk full"));
+        assert_eq!(e.status, 500);
     }
 
     #[tokio::test]

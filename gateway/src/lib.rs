@@ -9,6 +9,7 @@ pub mod containers;
 pub mod error;
 pub mod images;
 pub mod metrics;
+pub mod orphans;
 pub mod reaper;
 pub mod services;
 pub mod streams;
@@ -38,6 +39,9 @@ pub const BERTH_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct AppState {
     pub services: Services,
     pub info: Arc<DaemonInfo>,
+    /// Creates hold it shared; the orphan sweep holds it exclusively, so it never takes
+    /// a create in progress for the leftovers of one cut short.
+    pub create_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Facts about this daemon instance that `/info` and `/version` report.
@@ -54,6 +58,7 @@ impl AppState {
         let services = Services::connect(&roots);
         Self {
             services,
+            create_lock: Arc::default(),
             info: Arc::new(DaemonInfo {
                 roots,
                 started: std::time::Instant::now(),

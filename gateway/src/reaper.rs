@@ -10,12 +10,20 @@ use std::time::Duration;
 
 /// Runs until the process exits.
 pub async fn run(st: AppState) {
+    let periodic = st.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::orphans::SWEEP_EVERY).await;
+            crate::orphans::sweep(&periodic).await;
+        }
+    });
     loop {
         let mut client = st.services.containers.clone();
         match client.events(cpb::EventsRequest {}).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 sweep(&st).await;
+                crate::orphans::sweep(&st).await;
                 loop {
                     match stream.message().await {
                         Ok(Some(ev)) if ev.action == "die" && ev.auto_remove => {

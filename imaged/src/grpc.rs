@@ -95,6 +95,21 @@ impl Images for ImagesService {
         ))
     }
 
+    async fn list_snapshots(
+        &self,
+        _request: Request<berth_proto::images::ListSnapshotsRequest>,
+    ) -> Result<Response<berth_proto::images::ListSnapshotsResponse>, Status> {
+        let rows = self
+            .imaged
+            .store()
+            .snapshots()
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(berth_proto::images::ListSnapshotsResponse {
+            container_ids: rows.into_iter().map(|r| r.container_id).collect(),
+        }))
+    }
+
     async fn remove_snapshot(
         &self,
         request: Request<RemoveSnapshotRequest>,

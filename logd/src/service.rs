@@ -738,4 +738,16 @@ impl Logs for LogService {
         LogService::remove(self, &request.into_inner().container_id).await?;
         Ok(Response::new(RemoveResponse {}))
     }
+
+    async fn list_logs(
+        &self,
+        _request: Request<berth_proto::logs::ListLogsRequest>,
+    ) -> Result<Response<berth_proto::logs::ListLogsResponse>, Status> {
+        let logs = store::all_logs(&self.inner.pool)
+            .await
+            .map_err(LogError::from)?;
+        Ok(Response::new(berth_proto::logs::ListLogsResponse {
+            container_ids: logs.into_iter().map(|l| l.container_id).collect(),
+        }))
+    }
 }

@@ -115,4 +115,13 @@ impl Volumes for VolumeService {
             .await?;
         Ok(Response::new(pb::DetachContainerResponse {}))
     }
+
+    async fn list_attached_containers(
+        &self,
+        _request: Request<pb::ListAttachedContainersRequest>,
+    ) -> Result<Response<pb::ListAttachedContainersResponse>, Status> {
+        Ok(Response::new(pb::ListAttachedContainersResponse {
+            container_ids: self.store.attached_containers().await?,
+        }))
+    }
 }

@@ -176,6 +176,15 @@ impl Created {
 }
 
 impl VolumeStore {
+    /// Every container with a usage record.
+    pub async fn attached_containers(&self) -> Result<Vec<String>, VolumeError> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT DISTINCT container_id FROM usage")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// A store over `pool` keeping volumes under `root` (`<data-root>/volumed`).
     pub fn new(pool: SqlitePool, root: PathBuf) -> Self {
         Self { pool, root }

@@ -164,8 +164,8 @@ impl Berth {
         Ok(())
     }
 
-    /// Runs the real docker CLI against this Berth: `docker <args>`.
-    pub fn docker(&self, args: &[&str]) -> Output {
+    /// A `docker <args>` command aimed at this Berth, not yet started.
+    pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");
         c.args(args)
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
@@ -173,7 +173,18 @@ impl Berth {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH");
-        match cmd::run(&mut c, DOCKER_TIMEOUT) {
+        c
+    }
+
+    /// Runs the real docker CLI against this Berth: `docker <args>`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_within(args, DOCKER_TIMEOUT)
+    }
+
+    /// As [`Berth::docker`], killed after `timeout` (then `code` is -1).
+    pub fn docker_within(&self, args: &[&str], timeout: Duration) -> Output {
+        let mut c = self.docker_command(args);
+        match cmd::run(&mut c, timeout) {
             Ok(o) => o,
             Err(e) => Output {
                 code: -1,
