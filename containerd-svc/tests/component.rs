@@ -76,6 +76,15 @@ impl Logs for LogdDouble {
             .push(r.into_inner().container_id);
         Ok(Response::new(lp::CloseResponse {}))
     }
+    async fn list_logs(
+        &self,
+        _: Request<lp::ListLogsRequest>,
+    ) -> Result<Response<lp::ListLogsResponse>, Status> {
+        let mut ids = self.0.lock().unwrap().opened.clone();
+        ids.sort();
+        ids.dedup();
+        Ok(Response::new(lp::ListLogsResponse { container_ids: ids }))
+    }
     type ReadStream = BoxStream<LogEntry>;
     async fn read(
         &self,
