@@ -86,6 +86,44 @@ pub struct DaemonConfig {
     pub bridge: Option<String>,
     /// `live-restore`.
     pub live_restore: Option<bool>,
+    /// `tracing` (Berth's own key): where every service exports its spans.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// daemon.json's `tracing` block. Each key becomes the standard OpenTelemetry variable of
+/// every service, unless berthd's own environment already sets that variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, e.g. `http://127.0.0.1:4317`.
+    pub endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` or `http/protobuf`.
+    pub protocol: Option<String>,
+    /// `OTEL_TRACES_SAMPLER`, e.g. `parentbased_traceidratio`.
+    pub sampler: Option<String>,
+    /// `OTEL_TRACES_SAMPLER_ARG`, e.g. `0.1`.
+    pub sampler_arg: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, e.g. `deployment.environment=prod`.
+    pub resource_attributes: Option<String>,
+}
+
+impl TracingConfig {
+    /// The variables to give the services; `present` says whether berthd's environment
+    /// already has one (which then wins).
+    pub fn env(&self, present: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &self.endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", &self.protocol),
+            ("OTEL_TRACES_SAMPLER", &self.sampler),
+            ("OTEL_TRACES_SAMPLER_ARG", &self.sampler_arg),
+            ("OTEL_RESOURCE_ATTRIBUTES", &self.resource_attributes),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .filter(|(k, _)| !present(k))
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+    }
 }
 
 /// dockerd's daemon.json keys (Docker 28), so a file written for dockerd validates here.
@@ -170,6 +208,7 @@ const KNOWN_KEYS: &[&str] = &[
     "storage-opts",
     "swarm-default-advertise-addr",
     "tls",
+    "tracing",
     "tlscacert",
     "tlscert",
     "tlskey",
@@ -305,6 +344,8 @@ pub struct Settings {
     pub live_restore: bool,
     /// The configuration file that exists, passed on to every service.
     pub config_file: Option<PathBuf>,
+    /// Environment added to every service (tracing from daemon.json).
+    pub service_env: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -353,6 +394,11 @@ impl Settings {
             bridge: cli.bridge.clone().or_else(|| file.bridge.clone()),
             live_restore: cli.live_restore.or(file.live_restore).unwrap_or(true),
             config_file: loaded.map(|l| l.path.clone()),
+            service_env: file
+                .tracing
+                .as_ref()
+                .map(|t| t.env(|k| std::env::var_os(k).is_some()))
+                .unwrap_or_default(),
         })
     }
 }
@@ -428,6 +474,29 @@ mod tests {
             config: parse(&path, json).unwrap(),
             path,
         }
+    }
+
+    #[test]
+    fn tracing_block_becomes_the_services_otel_environment() {
+        let l = loaded(
+            r#"{"tracing": {"endpoint": "http://127.0.0.1:4317", "protocol": "grpc", "sampler-arg": "0.5"}}"#,
+        );
+        let t = l.config.tracing.clone().unwrap();
+        assert_eq!(
+            t.env(|_| false),
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
+                    "http://127.0.0.1:4317".to_string()
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+                ("OTEL_TRACES_SAMPLER_ARG".into(), "0.5".into()),
+            ]
+        );
+        // berthd's own environment wins over the file.
+        assert_eq!(t.env(|k| k == "OTEL_EXPORTER_OTLP_ENDPOINT").len(), 2);
+        let path = PathBuf::from("/etc/berth/daemon.json");
+        assert!(parse(&path, r#"{"tracing": {"endpoit": "x"}}"#).is_err());
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub async fn run(settings: Settings) -> Result<(), LaunchError> {
     let mut running: Vec<Supervised> = Vec::new();
     for (spec, binary) in specs {
         let name = spec.binary;
-        let svc = Supervised::start(name, binary, spec.args.clone());
+        let svc = Supervised::start(name, binary, spec.args.clone(), spec.env.clone());
         let ready = tokio::select! {
             r = wait_ready(&spec.health, &svc) => r,
             _ = term.recv() => Err(None),

@@ -26,6 +26,8 @@ pub struct ServiceSpec {
     pub args: Vec<OsString>,
     /// Its readiness check.
     pub health: Health,
+    /// Extra environment (tracing settings from daemon.json).
+    pub env: Vec<(String, String)>,
 }
 
 /// Start order: the services others call come first, the gateway (the only one users
@@ -72,6 +74,7 @@ pub fn specs(settings: &Settings) -> Vec<ServiceSpec> {
                 binary,
                 args,
                 health,
+                env: settings.service_env.clone(),
             }
         })
         .collect()

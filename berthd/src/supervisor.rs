@@ -78,13 +78,19 @@ pub struct Supervised {
 
 impl Supervised {
     /// Starts `binary args...` and keeps it running.
-    pub fn start(name: &'static str, binary: PathBuf, args: Vec<OsString>) -> Self {
+    pub fn start(
+        name: &'static str,
+        binary: PathBuf,
+        args: Vec<OsString>,
+        env: Vec<(String, String)>,
+    ) -> Self {
         let state = Arc::new(ServiceState::default());
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(keep_running(
             name,
             binary.clone(),
             args,
+            env,
             Arc::clone(&state),
             stop_rx,
         ));
@@ -110,6 +116,7 @@ async fn keep_running(
     name: &'static str,
     binary: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(String, String)>,
     state: Arc<ServiceState>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -119,7 +126,7 @@ async fn keep_running(
             return;
         }
         let started = Instant::now();
-        match spawn(&binary, &args) {
+        match spawn(&binary, &args, &env) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 state.set_started_at(
@@ -183,9 +190,10 @@ pub fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn spawn(binary: &PathBuf, args: &[OsString]) -> std::io::Result<Child> {
+fn spawn(binary: &PathBuf, args: &[OsString], env: &[(String, String)]) -> std::io::Result<Child> {
     let mut cmd = Command::new(binary);
     cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         // Services log to berthd's stderr (and stdout), so one stream holds the story.
         .stdout(Stdio::inherit())
@@ -257,7 +265,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_that_exits_is_restarted_and_counted() {
-        let s = Supervised::start("sh", "/bin/sh".into(), vec!["-c".into(), "exit 7".into()]);
+        // The exit code comes from the environment berthd hands the service.
+        let s = Supervised::start(
+            "sh",
+            "/bin/sh".into(),
+            vec!["-c".into(), "exit $BERTH_TEST_CODE".into()],
+            vec![("BERTH_TEST_CODE".into(), "7".into())],
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while s.state.restarts() < 2 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -273,6 +287,7 @@ mod tests {
             "sleep",
             "/bin/sh".into(),
             vec!["-c".into(), "exec sleep 30".into()],
+            vec![],
         );
         let deadline = Instant::now() + Duration::from_secs(5);
         while s.state.pid().is_none() && Instant::now() < deadline {
@@ -289,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_binary_is_reported() {
-        let s = Supervised::start("nope", "/nonexistent/berth-nope".into(), vec![]);
+        let s = Supervised::start("nope", "/nonexistent/berth-nope".into(), vec![], vec![]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while s.state.last_exit().is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -52,16 +52,37 @@ pub async fn serve_unix(
         ),
     );
     tracing::info!(socket = %shown, "serving gRPC");
-    Server::builder()
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = Server::builder()
         .layer(ServerTraceLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|source| ServeError::Serve {
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        });
+    // Long-lived streams (event feeds, waits, follows) would hold a graceful shutdown
+    // forever: after the grace period they are cut, and their clients reconnect.
+    let grace = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = serve => r.map_err(|source| ServeError::Serve {
             path: shown,
             source,
-        })
+        }),
+        () = grace => {
+            tracing::warn!("calls still open {DRAIN_GRACE:?} after shutdown began; exiting");
+            Ok(())
+        }
+    }
 }
+
+/// How long in-flight calls may run on after shutdown begins.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
 /// Binds a unix socket after removing a stale one, with mode 0600.
 pub fn bind_unix(socket: &Path) -> std::io::Result<UnixListener> {

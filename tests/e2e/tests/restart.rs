@@ -90,3 +90,71 @@ fn a_service_crash_leaves_containers_running() {
     let expected: Vec<u64> = (1..=all.len() as u64).collect();
     assert_eq!(all, expected, "the log has gaps or duplicates");
 }
+
+/// A rolling upgrade: each service's binary is replaced on disk (a new file, as a package
+/// upgrade does) and the service is stopped with SIGTERM; berthd starts the new binary.
+/// The container keeps running with the same PID and its log stays whole.
+#[test]
+fn rolling_upgrade_keeps_containers_running() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("upgrade").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            &img,
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done",
+        ])
+        .unwrap();
+    let container_pid = berth.container_pid("ticker").unwrap();
+    for service in [
+        "berth-logd",
+        "berth-volumed",
+        "berth-netd",
+        "berth-imaged",
+        "berth-containerd",
+        "berth-gateway",
+    ] {
+        step!("upgrade {service}");
+        let bin = berth_e2e::berth::binary(service).unwrap();
+        let fresh = bin.with_extension("upgrade");
+        std::fs::copy(&bin, &fresh).unwrap();
+        std::fs::rename(&fresh, &bin).unwrap();
+        let old = berth.service_pid(service).unwrap();
+        let seen_before = ticks(&berth, "ticker").len();
+        kill(Pid::from_raw(old as i32), Signal::SIGTERM).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(20), || berth
+                .service_pid(service)
+                .is_some_and(|p| p != old)),
+            "berthd did not start the new {service}"
+        );
+        let new = berth.service_pid(service).unwrap();
+        // The new process runs the replaced file, not the deleted one.
+        let exe = std::fs::read_link(format!("/proc/{new}/exe")).unwrap();
+        assert!(
+            !exe.to_string_lossy().ends_with("(deleted)"),
+            "{service} runs {}",
+            exe.display()
+        );
+        assert!(
+            wait_until(Duration::from_secs(15), || berth.docker(&["ps"]).success()),
+            "docker ps kept failing after upgrading {service}"
+        );
+        assert_eq!(berth.container_pid("ticker").unwrap(), container_pid);
+        assert!(
+            wait_until(Duration::from_secs(10), || ticks(&berth, "ticker").len()
+                > seen_before + 1),
+            "the log stopped growing after upgrading {service}"
+        );
+    }
+    let all = ticks(&berth, "ticker");
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    assert_eq!(all, expected, "the log has gaps or duplicates");
+    berth.docker_ok(&["rm", "-f", "ticker"]).unwrap();
+}

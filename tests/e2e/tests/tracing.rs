@@ -161,15 +161,13 @@ fn docker_run_is_traced_across_every_service() {
     let (_registry, _image, img) = registry_with_busybox().unwrap();
     let (receiver, port, _rt) = start_receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let berth = Berth::start_with_env(
+    // The exporter is configured in daemon.json; berthd hands it to every service.
+    let berth = Berth::start_full(
         "tracing",
         &[],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            // Export every 200 ms instead of 5 s, so the test need not wait long.
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ],
+        // Export every 200 ms instead of 5 s, so the test need not wait long.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+        &format!(r#"{{"tracing": {{"endpoint": "{endpoint}", "protocol": "grpc"}}}}"#),
     )
     .unwrap();
 
