@@ -16,6 +16,7 @@ pub mod berth;
 pub mod cmd;
 pub mod http;
 pub mod image;
+pub mod otlp;
 pub mod procs;
 pub mod registry;
 

@@ -6,107 +6,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use berth_e2e::otlp::{Received, start_receiver};
 use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// A span as received: which service sent it, and where it sits in its trace.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent_span_id: Vec<u8>,
-    attributes: HashMap<String, String>,
-}
-
-#[derive(Clone, Default)]
-struct Receiver(Arc<Mutex<Vec<Received>>>);
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut out = self.0.lock().unwrap();
-        for rs in req.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| r.attributes.iter())
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .map(text)
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    out.push(Received {
-                        service: service.clone(),
-                        name: s.name,
-                        trace_id: s.trace_id,
-                        span_id: s.span_id,
-                        parent_span_id: s.parent_span_id,
-                        attributes: s
-                            .attributes
-                            .iter()
-                            .map(|kv| {
-                                (
-                                    kv.key.clone(),
-                                    kv.value.as_ref().map(text).unwrap_or_default(),
-                                )
-                            })
-                            .collect(),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-fn text(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> String {
-    match &v.value {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        _ => String::new(),
-    }
-}
-
-/// Starts the receiver on a free loopback port, on its own runtime thread.
-fn start_receiver() -> (Receiver, u16, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let receiver = Receiver::default();
-    let svc = TraceServiceServer::new(receiver.clone());
-    rt.spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-    });
-    (receiver, port, rt)
-}
 
 /// Everything wrong with the traces that contain a gateway span: a trace whose root is not
 /// one gateway span, or a span whose parent never arrived.
@@ -159,7 +62,7 @@ const SERVICES: [&str; 7] = [
 #[test]
 fn docker_run_is_traced_across_every_service() {
     let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let (receiver, port, _rt) = start_receiver();
+    let (receiver, port, _rt) = start_receiver().unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
     // The exporter is configured in daemon.json; berthd hands it to every service.
     let berth = Berth::start_full(
