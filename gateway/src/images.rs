@@ -232,8 +232,30 @@ pub async fn get_by_path(
         .await?;
         return Ok(Json(inspect_json(&img)).into_response());
     }
-    if rest.ends_with("/history") {
-        return Err(ApiError::not_supported("docker history"));
+    if let Some(name) = rest.strip_suffix("/history") {
+        let mut client = st.services.images.clone();
+        let h = call(
+            IMAGED,
+            client.history(images::HistoryRequest {
+                reference: name.to_string(),
+            }),
+        )
+        .await?;
+        let entries: Vec<Value> = h
+            .entries
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "Id": e.id,
+                    "Created": e.created_unix,
+                    "CreatedBy": e.created_by,
+                    "Tags": if e.tags.is_empty() { Value::Null } else { json!(e.tags) },
+                    "Size": e.size,
+                    "Comment": e.comment,
+                })
+            })
+            .collect();
+        return Ok(Json(entries).into_response());
     }
     if rest == "get" || rest.ends_with("/get") {
         return Err(ApiError::not_supported("docker save"));
@@ -244,15 +266,60 @@ pub async fn get_by_path(
     Err(ApiError::not_found("page not found"))
 }
 
-/// `DELETE /images/{name}`: removal comes with the image store's next slice.
-pub async fn delete_by_path(Path(_rest): Path<String>) -> Result<Response, ApiError> {
-    Err(ApiError::not_supported("docker rmi"))
+/// `DELETE /images/{name}?force=&noprune=`: `[{"Untagged": ..}, {"Deleted": ..}]`.
+pub async fn delete_by_path(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut client = st.services.images.clone();
+    let removed = call(
+        IMAGED,
+        client.remove_image(images::RemoveImageRequest {
+            reference: rest,
+            force: crate::util::query_bool(&q, "force"),
+        }),
+    )
+    .await?;
+    let items: Vec<Value> = removed
+        .items
+        .into_iter()
+        .map(|i| json!({ i.kind: i.value }))
+        .collect();
+    Ok(Json(items).into_response())
 }
 
 /// `POST /images/{name}/tag|push`, `/images/load`, `/images/prune`.
-pub async fn post_by_path(method: Method, Path(rest): Path<String>) -> Result<Response, ApiError> {
+pub async fn post_by_path(
+    State(st): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(source) = rest.strip_suffix("/tag") {
+        let repo = q.get("repo").cloned().unwrap_or_default();
+        if repo.is_empty() {
+            return Err(ApiError::bad_request(
+                "repository name must have at least one component",
+            ));
+        }
+        let tag = q.get("tag").filter(|t| !t.is_empty());
+        let target = match tag {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo,
+        };
+        let mut client = st.services.images.clone();
+        call(
+            IMAGED,
+            client.tag(images::TagRequest {
+                source: source.to_string(),
+                target,
+            }),
+        )
+        .await?;
+        return Ok(StatusCode::CREATED.into_response());
+    }
     let what = match rest.rsplit('/').next().unwrap_or("") {
-        "tag" => "docker tag".to_string(),
         "push" => "docker push".to_string(),
         "load" => "docker load".to_string(),
         "prune" => "docker image prune".to_string(),

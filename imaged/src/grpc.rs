@@ -110,6 +110,36 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn tag(
+        &self,
+        request: Request<berth_proto::images::TagRequest>,
+    ) -> Result<Response<berth_proto::images::TagResponse>, Status> {
+        let r = request.into_inner();
+        let repo_tag = self.imaged.tag(&r.source, &r.target).await?;
+        Ok(Response::new(berth_proto::images::TagResponse { repo_tag }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<berth_proto::images::RemoveImageRequest>,
+    ) -> Result<Response<berth_proto::images::RemoveImageResponse>, Status> {
+        let r = request.into_inner();
+        let items = self.imaged.remove_image(&r.reference, r.force).await?;
+        Ok(Response::new(berth_proto::images::RemoveImageResponse {
+            items,
+        }))
+    }
+
+    async fn history(
+        &self,
+        request: Request<berth_proto::images::HistoryRequest>,
+    ) -> Result<Response<berth_proto::images::HistoryResponse>, Status> {
+        let entries = self.imaged.history(&request.into_inner().reference).await?;
+        Ok(Response::new(berth_proto::images::HistoryResponse {
+            entries,
+        }))
+    }
+
     async fn remove_snapshot(
         &self,
         request: Request<RemoveSnapshotRequest>,

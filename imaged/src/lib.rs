@@ -12,6 +12,7 @@
 pub mod error;
 pub mod grpc;
 pub mod lookup;
+pub mod manage;
 pub mod metrics;
 pub mod mounts;
 pub mod pull;

@@ -69,6 +69,11 @@ impl Store {
         Self { pool }
     }
 
+    /// The pool, for multi-statement work elsewhere in the crate.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// The layer with this chain ID, if committed.
     pub async fn layer(&self, chain_id: &str) -> Result<Option<LayerRow>> {
         Ok(sqlx::query_as::<_, LayerRow>(
