@@ -19,6 +19,7 @@ pub mod image;
 pub mod otlp;
 pub mod procs;
 pub mod registry;
+pub mod ticker;
 
 pub use berth::Berth;
 pub use cmd::{Output, wait_until};
