@@ -3,7 +3,10 @@
 //! It owns the container records (SQLite), writes each container's OCI bundle, and runs
 //! every started container under its own `berth-shim` (which alone links libcontainer).
 //! It never is a container's parent: shims are detached and found again after a restart.
+//! It keeps `docker exec` records in memory and relays each exec's stream between the
+//! gateway and the container's shim ([`exec`]).
 
+pub mod exec;
 pub mod names;
 pub mod service;
 pub mod shim;
@@ -25,6 +28,9 @@ pub enum Error {
     /// No such container (Docker's wording).
     #[error("No such container: {0}")]
     NotFound(String),
+    /// No such exec instance (Docker's wording).
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
     /// Name or id in use.
     #[error("{0}")]
     AlreadyExists(String),
@@ -49,7 +55,7 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
-            Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::NotFound(_) | Error::NoSuchExec(_) => tonic::Status::not_found(msg),
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),

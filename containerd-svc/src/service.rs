@@ -27,6 +27,8 @@ pub struct Inner {
     pub cfg: Config,
     events: broadcast::Sender<ContainerEvent>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `docker exec` instances.
+    pub(crate) execs: crate::exec::ExecTable,
     /// Exports the shims' steps as `berth-shim` spans (None: not tracing).
     shim_tracer: Option<opentelemetry_sdk::trace::Tracer>,
 }
@@ -34,7 +36,7 @@ pub struct Inner {
 /// The service; cheap to clone.
 #[derive(Clone)]
 pub struct Service {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Parses "SIGTERM", "TERM", "term" or "15".
@@ -69,6 +71,7 @@ impl Service {
                 cfg,
                 events,
                 locks: Mutex::new(HashMap::new()),
+                execs: Default::default(),
                 shim_tracer,
             }),
         }
@@ -641,6 +644,7 @@ impl Service {
             tracing::warn!(id = rec.id, error = %e, "removing bundle");
         }
         store::delete(&self.inner.pool, &rec.id).await?;
+        self.inner.execs.forget_container(&rec.id);
         self.emit(&final_rec, &spec, "destroy", final_rec.exit_code as i32);
         let mut c = final_rec.to_container()?;
         c.state = "removing".into();
@@ -679,6 +683,7 @@ pub fn cgroup_leaves(parent: &str, id: &str) -> Vec<std::path::PathBuf> {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, Status>> + Send>>;
+type ExecOutputStream = Pin<Box<dyn Stream<Item = Result<ExecStartOutput, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Containers for Service {
@@ -742,6 +747,37 @@ impl Containers for Service {
         let rx = self.inner.events.subscribe();
         let s = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| r.ok().map(Ok));
         Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn exec_create(
+        &self,
+        req: Request<ExecCreateRequest>,
+    ) -> Result<Response<ExecCreateResponse>, Status> {
+        let req = req.into_inner();
+        let id =
+            Service::exec_create(self, &req.container_id, req.config.unwrap_or_default()).await?;
+        Ok(Response::new(ExecCreateResponse { id }))
+    }
+
+    type ExecStartStream = ExecOutputStream;
+
+    async fn exec_start(
+        &self,
+        req: Request<tonic::Streaming<ExecStartInput>>,
+    ) -> Result<Response<Self::ExecStartStream>, Status> {
+        let rx = Service::exec_start(self, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn exec_inspect(
+        &self,
+        req: Request<ExecInspectRequest>,
+    ) -> Result<Response<ExecInfo>, Status> {
+        Ok(Response::new(
+            Service::exec_inspect(self, &req.into_inner().id).await?,
+        ))
     }
 }
 

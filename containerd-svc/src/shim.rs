@@ -4,7 +4,8 @@ use crate::{Config, Error};
 use berth_proto::containers::ContainerSpec;
 use berth_proto::shim::shim_client::ShimClient;
 use berth_proto::shim::{
-    KillRequest, ShutdownRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+    ExecInput, ExecOutput, ExecStateRequest, ExecStateResponse, KillRequest, ShutdownRequest,
+    StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -46,6 +47,7 @@ fn status_err(what: &str, s: tonic::Status) -> Error {
         tonic::Code::FailedPrecondition => Error::FailedPrecondition(s.message().to_string()),
         tonic::Code::InvalidArgument => Error::InvalidArgument(s.message().to_string()),
         tonic::Code::Unavailable => Error::Unavailable(format!("shim {what}: {}", s.message())),
+        tonic::Code::NotFound => Error::NotFound(s.message().to_string()),
         _ => Error::Internal(format!("shim {what}: {}", s.message())),
     }
 }
@@ -100,6 +102,49 @@ pub async fn shutdown(cfg: &Config, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Opens the shim's Exec stream with `first` (which carries the process); the sender
+/// feeds stdin, the stream carries started/failed, output and the exit.
+pub async fn exec(
+    cfg: &Config,
+    id: &str,
+    first: ExecInput,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<ExecInput>,
+        tonic::Streaming<ExecOutput>,
+    ),
+    Error,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(first)
+        .await
+        .map_err(|_| Error::Internal("exec input closed".into()))?;
+    let stream = deadline(
+        "Exec",
+        CALL_TIMEOUT,
+        client(cfg, id).exec(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await?;
+    Ok((tx, stream))
+}
+
+/// An exec's state as the shim knows it.
+pub async fn exec_state(
+    cfg: &Config,
+    id: &str,
+    exec_id: &str,
+    d: Duration,
+) -> Result<ExecStateResponse, Error> {
+    deadline(
+        "ExecState",
+        d,
+        client(cfg, id).exec_state(ExecStateRequest {
+            exec_id: exec_id.to_string(),
+        }),
+    )
+    .await
+}
+
 /// Why a start failed: the runtime's text and Docker's exit code for it.
 #[derive(Debug)]
 pub struct StartFailure {
@@ -111,6 +156,34 @@ pub struct StartFailure {
 /// file or directory" and 126 for "permission denied"; libcontainer words these
 /// differently, so the Docker phrase is appended.
 pub fn classify_start_error(text: &str, arg0: &str) -> StartFailure {
+    let (code, suffix) = docker_reason(text, arg0).unwrap_or((128, String::new()));
+    let mut message = format!(
+        "failed to create task for container: OCI runtime create failed: berth-shim: {text}"
+    );
+    if !suffix.is_empty() {
+        message.push_str(": ");
+        message.push_str(&suffix);
+        message.push_str(": unknown");
+    }
+    StartFailure { code, message }
+}
+
+/// As [`classify_start_error`] for `docker exec`: moby records 127 for a missing command,
+/// 126 for any other start failure, and writes the error into the stream
+/// (`OCI runtime exec failed: exec failed: ...: unknown`).
+pub fn classify_exec_error(text: &str, arg0: &str) -> StartFailure {
+    let (code, suffix) = docker_reason(text, arg0).unwrap_or((126, String::new()));
+    let mut message = format!("OCI runtime exec failed: exec failed: berth-shim: {text}");
+    if !suffix.is_empty() {
+        message.push_str(": ");
+        message.push_str(&suffix);
+    }
+    message.push_str(": unknown");
+    StartFailure { code, message }
+}
+
+/// Docker's exit code and phrase for a runtime error text, when it is one the CLI knows.
+fn docker_reason(text: &str, arg0: &str) -> Option<(i32, String)> {
     let (code, suffix) = if text.contains("not found in $PATH") || text.contains("No such file") {
         if arg0.contains('/') {
             (
@@ -128,17 +201,9 @@ pub fn classify_start_error(text: &str, arg0: &str) -> StartFailure {
     {
         (126, format!("exec: \"{arg0}\": permission denied"))
     } else {
-        (128, String::new())
+        return None;
     };
-    let mut message = format!(
-        "failed to create task for container: OCI runtime create failed: berth-shim: {text}"
-    );
-    if !suffix.is_empty() {
-        message.push_str(": ");
-        message.push_str(&suffix);
-        message.push_str(": unknown");
-    }
-    StartFailure { code, message }
+    Some((code, suffix))
 }
 
 /// One step the shim reports in its handshake, in unix nanoseconds.
@@ -294,5 +359,22 @@ mod tests {
         assert_eq!(f.code, 126);
         assert!(f.message.contains("permission denied"));
         assert_eq!(classify_start_error("cgroup failed", "sh").code, 128);
+    }
+
+    #[test]
+    fn exec_errors_map_to_docker_codes() {
+        let f = classify_exec_error("executable 'nope' not found in $PATH", "nope");
+        assert_eq!(f.code, 127);
+        assert!(
+            f.message
+                .starts_with("OCI runtime exec failed: exec failed: ")
+        );
+        assert!(
+            f.message
+                .ends_with("exec: \"nope\": executable file not found in $PATH: unknown")
+        );
+        let f = classify_exec_error("does not have correct permissions", "/etc");
+        assert_eq!(f.code, 126);
+        assert_eq!(classify_exec_error("cgroup failed", "sh").code, 126);
     }
 }

@@ -306,6 +306,77 @@ async fn wait_closed(logd: &LogdDouble, id: &str) {
     panic!("log of {id} never closed");
 }
 
+/// What one exec printed and how it ended.
+#[derive(Debug, Default)]
+struct ExecRun {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_code: i32,
+    error: String,
+}
+
+/// Creates and starts an exec in `container`, feeding `stdin` (then closing it).
+async fn run_exec(
+    c: &mut ContainersClient<Channel>,
+    container: &str,
+    config: ExecConfig,
+    stdin: Option<&[u8]>,
+) -> (String, ExecRun) {
+    let id = c
+        .exec_create(ExecCreateRequest {
+            container_id: container.into(),
+            config: Some(config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(ExecStartInput {
+        exec_id: id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    if let Some(data) = stdin {
+        tx.send(ExecStartInput {
+            stdin: data.to_vec(),
+            close_stdin: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let mut stream = c
+        .exec_start(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut run = ExecRun::default();
+    while let Some(m) = stream.message().await.unwrap() {
+        match m.stream {
+            1 => run.stdout.extend_from_slice(&m.data),
+            2 => run.stderr.extend_from_slice(&m.data),
+            _ => {}
+        }
+        if m.exited {
+            run.exit_code = m.exit_code;
+            run.error = m.error;
+        }
+    }
+    drop(tx);
+    (id, run)
+}
+
+fn exec_cfg(cmd: &[&str]) -> ExecConfig {
+    ExecConfig {
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        attach_stdout: true,
+        attach_stderr: true,
+        ..Default::default()
+    }
+}
+
 fn ppid_of(pid: i32) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
@@ -553,6 +624,75 @@ async fn lifecycle_logs_and_restart() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains("container is running"));
 
+    // 4b. docker exec: output per stream, exit code, env/cwd/user, stdin, a missing
+    // command, and the exit recorded by the shim in <shim-dir>/exec-<id>.
+    let (eid, run) = run_exec(
+        &mut c,
+        "c2",
+        exec_cfg(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (run.stdout.as_slice(), run.stderr.as_slice(), run.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 3),
+        "{run:?}"
+    );
+    let info = c
+        .exec_inspect(ExecInspectRequest { id: eid.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.exited && !info.running && info.exit_code == 3 && info.pid > 0);
+    assert_eq!(info.container_id, id2);
+    let shim_dir = env.run().join("shims").join(&id2);
+    assert!(shim_dir.join(format!("exec-{eid}")).is_file());
+    assert!(!shim_dir.join(format!("exec-{eid}.start")).exists());
+    let mut cfg = exec_cfg(&[
+        "sh",
+        "-c",
+        "echo $A $(pwd) $(busybox id -u):$(busybox id -g)",
+    ]);
+    cfg.env = vec!["A=1".into()];
+    cfg.working_dir = "/tmp".into();
+    cfg.user = "1234:1234".into();
+    let (_, run) = run_exec(&mut c, "c2", cfg, None).await;
+    assert_eq!(run.exit_code, 0, "{run:?}");
+    assert_eq!(run.stdout, b"1 /tmp 1234:1234\n", "{run:?}");
+    let mut cfg = exec_cfg(&["cat"]);
+    cfg.attach_stdin = true;
+    let (_, run) = run_exec(&mut c, "c2", cfg, Some(b"piped\n")).await;
+    assert_eq!((run.stdout.as_slice(), run.exit_code), (&b"piped\n"[..], 0));
+    let (eid, run) = run_exec(&mut c, "c2", exec_cfg(&["nosuchcmd"]), None).await;
+    assert_eq!(run.exit_code, 127, "{run:?}");
+    assert!(
+        run.error
+            .contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "{run:?}"
+    );
+    let e = c
+        .exec_start(tokio_stream::iter(vec![ExecStartInput {
+            exec_id: eid,
+            ..Default::default()
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let e = c
+        .exec_inspect(ExecInspectRequest { id: "ff".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "No such exec instance: ff");
+    let e = c
+        .exec_create(ExecCreateRequest {
+            container_id: "c1".into(),
+            config: Some(exec_cfg(&["true"])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(e.message(), format!("container {id1} is not running"));
+
     // 5. kill -9 berth-containerd; the container survives and is found again.
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
@@ -572,6 +712,9 @@ async fn lifecycle_logs_and_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(list.containers.len(), 1);
+    // Exec still works through the restarted service.
+    let (_, run) = run_exec(&mut c, "c2", exec_cfg(&["echo", "again"]), None).await;
+    assert_eq!((run.stdout.as_slice(), run.exit_code), (&b"again\n"[..], 0));
     // pid 1 ignores SIGTERM: the stop timeout then SIGKILL path runs.
     let stop = c
         .stop(StopRequest {

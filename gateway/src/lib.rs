@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod error;
+pub mod exec;
 pub mod images;
 pub mod metrics;
 pub mod orphans;
@@ -95,6 +96,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
         .route("/networks", get(system::networks_list))
         .route("/networks/{id}", get(system::network_inspect))
         .route("/volumes", get(system::volumes_list))

@@ -51,7 +51,8 @@ fn render_entry(e: &lpb::LogEntry, timestamps: bool, tty: bool) -> Bytes {
     }
 }
 
-fn stream_content_type(tty: bool) -> HeaderValue {
+/// Docker's content type for an output stream: raw with a TTY, multiplexed without.
+pub fn stream_content_type(tty: bool) -> HeaderValue {
     if tty {
         HeaderValue::from_static("application/vnd.docker.raw-stream")
     } else {
@@ -163,12 +164,7 @@ pub async fn attach(
         None
     };
 
-    let upgrade_requested = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"));
-    if !upgrade_requested {
+    if !wants_upgrade(&req) {
         // Old clients: a plain 200 with the raw stream as the body.
         let body = futures_util::stream::unfold(follower, move |state| async move {
             let mut s = state?;
@@ -217,13 +213,27 @@ pub async fn attach(
         let _ = io.flush().await;
         let _ = io.shutdown().await;
     });
+    Ok(upgrade_response(tty))
+}
+
+/// Whether the client asked to hijack the connection (`Upgrade: tcp`), as the CLI does.
+pub fn wants_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("tcp"))
+}
+
+/// The 101 that hands the connection over (the CLI requires exactly 101 and reads the
+/// content type on API >= 1.42).
+pub fn upgrade_response(tty: bool) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     h.insert(header::CONTENT_TYPE, stream_content_type(tty));
-    Ok(resp)
+    resp
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Starting the shim: detach, create and start the container single-threaded, report on
 //! the handshake (stdout), then serve on a current-thread tokio runtime.
 
+use crate::children::Children;
 use crate::cli::{Cli, Cmd, RunArgs};
+use crate::exec::Execs;
 use crate::exitfile::{self, ExitRecord};
 use crate::lines::Splitter;
 use crate::logfwd::{self, LogTarget, Output};
@@ -17,7 +19,9 @@ use nix::unistd::Pid;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +35,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.cmd {
         Cmd::Run(_) => detach(),
         Cmd::Daemon(args) => daemon(args),
+        Cmd::Exec(args) => crate::exec::helper(args),
     }
 }
 
@@ -253,18 +258,22 @@ fn cleanup_failed(args: &RunArgs) {
     }
 }
 
-/// Reaps every exited child; returns the init's exit code if it was among them.
-fn reap(init: i32) -> Option<i32> {
+/// Reaps every exited child; returns the init's exit code if it was among them. The
+/// others (exec helpers, exec processes, orphans) are reported to `children`.
+fn reap(init: i32, children: &Children) -> Option<i32> {
     let mut code = None;
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(p, c)) if p == Pid::from_raw(init) => code = Some(c),
+        let (pid, c) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) => (p, c),
             // Docker reports death by signal as 128+signal.
-            Ok(WaitStatus::Signaled(p, s, _)) if p == Pid::from_raw(init) => {
-                code = Some(128 + s as i32)
-            }
+            Ok(WaitStatus::Signaled(p, s, _)) => (p, 128 + s as i32),
             Ok(WaitStatus::StillAlive) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => continue,
+        };
+        if pid == Pid::from_raw(init) {
+            code = Some(c);
+        } else {
+            children.exited(pid.as_raw(), c);
         }
     }
     code
@@ -331,9 +340,11 @@ async fn serve(args: RunArgs, started: Started, started_at: i64) -> Result<(), S
         .map_err(io("watching SIGCHLD"))?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitRecord>);
     let shim_dir = args.shim_dir.clone();
+    let children = Arc::new(Children::default());
+    let reaped = children.clone();
     tokio::spawn(async move {
         loop {
-            if let Some(code) = reap(pid) {
+            if let Some(code) = reap(pid, &reaped) {
                 let rec = ExitRecord {
                     exit_code: code,
                     exited_at_unix_nano: now_unix_nano(),
@@ -381,6 +392,15 @@ async fn serve(args: RunArgs, started: Started, started_at: i64) -> Result<(), S
         shim_dir: args.shim_dir.clone(),
         exit: exit_rx,
         shutdown: shutdown_tx,
+        execs: Arc::new(Execs {
+            container_id: args.id.clone(),
+            state_root: args.state_root.clone(),
+            shim_dir: args.shim_dir.clone(),
+            // The running binary itself, even if a newer one replaced it on disk since.
+            exe: PathBuf::from("/proc/self/exe"),
+            children,
+            table: Default::default(),
+        }),
     };
     let server = tonic::transport::Server::builder()
         .add_service(ShimServer::new(svc))

@@ -21,14 +21,19 @@ pub struct ExitRecord {
 
 /// Writes `rec` to `<dir>/exit` via tmp + fsync + rename (+ fsync of the dir).
 pub fn write(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{EXIT_FILE}.tmp"));
-    let data = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    write_json(dir, EXIT_FILE, rec)
+}
+
+/// Writes `value` as JSON to `<dir>/<name>` via tmp + fsync + rename (+ fsync of the dir).
+pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&data)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(EXIT_FILE))?;
+    std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
 }
 

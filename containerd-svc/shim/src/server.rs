@@ -1,17 +1,21 @@
 //! The `berth.shim.v1` service.
 
+use crate::exec::Execs;
 use crate::exitfile::ExitRecord;
 use berth_proto::shim::shim_server::Shim;
 use berth_proto::shim::{
-    KillRequest, KillResponse, ShutdownRequest, ShutdownResponse, StateRequest, StateResponse,
-    WaitRequest, WaitResponse,
+    ExecInput, ExecOutput, ExecStateRequest, ExecStateResponse, KillRequest, KillResponse,
+    ShutdownRequest, ShutdownResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
 use libcontainer::container::Container;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 /// The shim's view of its one container.
@@ -25,7 +29,11 @@ pub struct ShimService {
     pub exit: watch::Receiver<Option<ExitRecord>>,
     /// Asks main to stop serving and exit.
     pub shutdown: mpsc::Sender<()>,
+    /// `docker exec` processes.
+    pub execs: Arc<Execs>,
 }
+
+type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Shim for ShimService {
@@ -76,6 +84,49 @@ impl Shim for ShimService {
             exit_code: rec.exit_code,
             exited_at_unix_nano: rec.exited_at_unix_nano,
             oom_killed: false,
+        }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .and_then(|m| m.start)
+            .ok_or_else(|| Status::invalid_argument("the first Exec message must carry start"))?;
+        if self.exit.borrow().is_some() {
+            // Docker's wording.
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(self.execs.clone().run(first, input, tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn exec_state(
+        &self,
+        req: Request<ExecStateRequest>,
+    ) -> Result<Response<ExecStateResponse>, Status> {
+        let id = req.into_inner().exec_id;
+        let (pid, exit) = self
+            .execs
+            .state(&id)
+            .ok_or_else(|| Status::not_found(format!("No such exec instance: {id}")))?;
+        Ok(Response::new(ExecStateResponse {
+            pid,
+            running: exit.is_none(),
+            exit_code: exit.map(|e| e.exit_code).unwrap_or(0),
+            exited_at_unix_nano: exit.map(|e| e.exited_at_unix_nano).unwrap_or(0),
         }))
     }
 

@@ -191,7 +191,7 @@ fn services_killed_at_random_lose_nothing() {
     while started.elapsed() < Duration::from_secs(secs) {
         n += 1;
         let d = |args: &[&str]| berth.docker_within(args, HANG);
-        match rng.below(6) {
+        match rng.below(7) {
             0 => {
                 let token = format!("token-{n}");
                 let out = d(&["run", "--rm", &img, "echo", &token]);
@@ -228,6 +228,18 @@ fn services_killed_at_random_lose_nothing() {
                 "logs --tail",
                 &d(&["logs", "--tail", "3", "ticker"]),
             ),
+            5 => {
+                let token = format!("exec-{n}");
+                let out = d(&["exec", "ticker", "echo", &token]);
+                if out.success() && out.stdout.trim() != token {
+                    tally
+                        .lock()
+                        .unwrap()
+                        .bad
+                        .push(format!("exec printed {:?}, not {token}", out.stdout));
+                }
+                record(&tally, "exec", &out);
+            }
             _ => record(&tally, "ps -a", &d(&["ps", "-a"])),
         }
     }

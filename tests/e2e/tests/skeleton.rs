@@ -137,12 +137,16 @@ fn skeleton() {
             "the container shares the host's {ns} namespace"
         );
     }
-    // `docker exec` is not built yet: NSpid's last number is the pid in its namespace.
+    // NSpid's last number is the pid in its namespace; `docker exec` agrees.
     assert_eq!(
         procs::innermost_pid(pid),
         Some(1),
         "the command is not PID 1"
     );
+    let ps1 = berth
+        .docker_ok(&["exec", "web", "cat", "/proc/1/cmdline"])
+        .unwrap();
+    assert!(ps1.starts_with("sh\0-c\0"), "PID 1 inside is {ps1:?}");
     assert_eq!(procs::root_fstype(pid).as_deref(), Some("overlay"));
     let parent = berth.roots().cgroup_parent();
     let cgroups = procs::cgroups(pid);

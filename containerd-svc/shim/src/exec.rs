@@ -1,0 +1,449 @@
+//! `docker exec` inside the shim.
+//!
+//! libcontainer may only be called from a single-threaded process, and the shim runs a
+//! tokio runtime, so each exec goes through a one-shot helper, `berth-shim exec`, whose
+//! stdin/stdout/stderr are the exec's pipes (created and held by the shim). The helper
+//! uses the tenant builder with `as_sibling(true)`, so the exec process is the shim's
+//! own child; the helper writes the pid (or the runtime's error) to a result file and
+//! exits. The shim streams the output, forwards stdin, reaps the process and writes
+//! `<shim-dir>/exec-<id>` (exit code) before it reports the exit to anyone.
+
+use crate::children::Children;
+use crate::cli::ExecArgs;
+use crate::exitfile;
+use crate::{ShimError, error_chain, now_unix_nano};
+use berth_proto::shim::{
+    ExecChunk, ExecExited, ExecInput, ExecOutput, ExecProcess, ExecStarted, exec_output,
+};
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+/// How long output may keep flowing after the exec process exited (a background child
+/// may hold the pipes open for ever; Docker stops streaming at some point too).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// The process the helper starts (passed as JSON in `--process`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperProcess {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What the helper writes to its result file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An exec's exit, as kept in memory and in `<shim-dir>/exec-<id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExit {
+    pub exit_code: i32,
+    pub exited_at_unix_nano: i64,
+    pub pid: i32,
+}
+
+/// Name of an exec's exit file inside the shim dir.
+pub fn exit_file_name(exec_id: &str) -> String {
+    format!("exec-{exec_id}")
+}
+
+/// Reads `<shim-dir>/exec-<id>`.
+pub fn read_exit(dir: &Path, exec_id: &str) -> Option<ExecExit> {
+    let data = std::fs::read(dir.join(exit_file_name(exec_id))).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Exec ids name files: only hex digits, as containerd-svc makes them.
+pub fn valid_exec_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `KEY=VALUE` list to the map the tenant builder takes (later entries win).
+pub fn env_map(env: &[String]) -> HashMap<String, String> {
+    env.iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The helper process (`berth-shim exec`).
+
+/// Entry point of `berth-shim exec`: single-threaded from start to end.
+pub fn helper(args: ExecArgs) -> ExitCode {
+    if let Some(log) = &args.log
+        && let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(Mutex::new(f))
+            .with_ansi(false)
+            .try_init();
+    }
+    let outcome = match helper_start(&args) {
+        Ok(pid) => HelperResult {
+            pid: Some(pid),
+            error: None,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "exec failed to start");
+            HelperResult {
+                pid: None,
+                error: Some(e.to_string().replace('\n', " ")),
+            }
+        }
+    };
+    let (dir, name) = match (args.result.parent(), args.result.file_name()) {
+        (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().to_string()),
+        _ => return ExitCode::FAILURE,
+    };
+    if exitfile::write_json(&dir, &name, &outcome).is_err() {
+        return ExitCode::FAILURE;
+    }
+    if outcome.pid.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+    let p: HelperProcess = serde_json::from_str(&args.process)
+        .map_err(|e| ShimError::Runtime(format!("bad --process: {e}")))?;
+    let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
+    // stdio is inherited: the helper's own 0/1/2 are the exec's pipes.
+    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.state_root)
+        .map_err(rt)?
+        .validate_id()
+        .map_err(rt)?
+        .as_tenant()
+        .with_container_args(p.args)
+        .with_env(env_map(&p.env))
+        .with_cwd(Some(PathBuf::from(p.cwd)))
+        .with_user(Some(p.uid))
+        .with_group(Some(p.gid))
+        .with_detach(true)
+        // The process becomes the shim's child, so the shim reaps it.
+        .as_sibling(true)
+        .build()
+        .map_err(rt)?;
+    Ok(pid.as_raw())
+}
+
+// ---------------------------------------------------------------------------------------
+// The shim side.
+
+/// One exec the shim started.
+pub struct ExecEntry {
+    pub pid: i32,
+    pub exit: watch::Receiver<Option<ExecExit>>,
+}
+
+/// What running execs needs from the shim.
+pub struct Execs {
+    pub container_id: String,
+    pub state_root: PathBuf,
+    pub shim_dir: PathBuf,
+    /// The berth-shim executable (the helper).
+    pub exe: PathBuf,
+    pub children: Arc<Children>,
+    pub table: Mutex<HashMap<String, ExecEntry>>,
+}
+
+type Tx = mpsc::Sender<Result<ExecOutput, Status>>;
+
+fn out(event: exec_output::Event) -> Result<ExecOutput, Status> {
+    Ok(ExecOutput { event: Some(event) })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Status::internal(format!("pipe2: {e}")))
+}
+
+impl Execs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ExecEntry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The state of exec `id`: `(pid, exit)`, from memory or the exit file.
+    pub fn state(&self, id: &str) -> Option<(i32, Option<ExecExit>)> {
+        if let Some(e) = self.lock().get(id) {
+            return Some((e.pid, *e.exit.borrow()));
+        }
+        read_exit(&self.shim_dir, id).map(|x| (x.pid, Some(x)))
+    }
+
+    /// Spawns the helper and returns the exec's pid, or the runtime's failure text (Ok(Err)).
+    async fn spawn_helper(
+        &self,
+        p: &ExecProcess,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Result<i32, String>, Status> {
+        let result = self
+            .shim_dir
+            .join(format!("{}.start", exit_file_name(&p.exec_id)));
+        let _ = std::fs::remove_file(&result);
+        let process = HelperProcess {
+            args: p.args.clone(),
+            env: p.env.clone(),
+            cwd: if p.cwd.is_empty() {
+                "/".into()
+            } else {
+                p.cwd.clone()
+            },
+            uid: p.uid,
+            gid: p.gid,
+        };
+        let process =
+            serde_json::to_string(&process).map_err(|e| Status::internal(e.to_string()))?;
+        let helper_pid = {
+            // Scoped: the Command holds the pipe ends, which must be closed in the shim
+            // once the helper has them, or the output never reaches EOF.
+            let mut cmd = std::process::Command::new(&self.exe);
+            cmd.arg("exec")
+                .arg("--id")
+                .arg(&self.container_id)
+                .arg("--state-root")
+                .arg(&self.state_root)
+                .arg("--result")
+                .arg(&result)
+                .arg("--log")
+                .arg(self.shim_dir.join("shim.log"))
+                .arg("--process")
+                .arg(process)
+                .stdin(Stdio::from(stdin))
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr));
+            let child = cmd
+                .spawn()
+                .map_err(|e| Status::internal(format!("spawning the exec helper: {e}")))?;
+            // Never waited on here: the SIGCHLD reaper reaps it and reports to `children`.
+            child.id() as i32
+        };
+        let code = self
+            .children
+            .wait(helper_pid)
+            .await
+            .map_err(|_| Status::internal("exec helper status lost"))?;
+        let outcome = std::fs::read(&result)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<HelperResult>(&d).ok());
+        let _ = std::fs::remove_file(&result);
+        Ok(match outcome {
+            Some(HelperResult { pid: Some(pid), .. }) => Ok(pid),
+            Some(HelperResult {
+                error: Some(e),
+                pid: None,
+            }) => Err(e),
+            _ => Err(format!(
+                "the exec helper exited with code {code} without a result"
+            )),
+        })
+    }
+
+    /// Runs exec `p` to completion, streaming to `tx`; `input` feeds its stdin.
+    pub async fn run(self: Arc<Self>, p: ExecProcess, input: Streaming<ExecInput>, tx: Tx) {
+        let id = p.exec_id.clone();
+        if let Err(s) = self.clone().run_inner(p, input, &tx).await {
+            tracing::warn!(exec = %id, error = %s.message(), "exec failed");
+            let _ = tx.send(Err(s)).await;
+        }
+    }
+
+    async fn run_inner(
+        self: Arc<Self>,
+        p: ExecProcess,
+        input: Streaming<ExecInput>,
+        tx: &Tx,
+    ) -> Result<(), Status> {
+        if !valid_exec_id(&p.exec_id) {
+            return Err(Status::invalid_argument(format!(
+                "invalid exec id {:?}",
+                p.exec_id
+            )));
+        }
+        if self.state(&p.exec_id).is_some() {
+            return Err(Status::already_exists(format!(
+                "exec {} was already started",
+                p.exec_id
+            )));
+        }
+        if p.args.is_empty() {
+            return Err(Status::invalid_argument("no command specified"));
+        }
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if p.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = std::fs::File::open("/dev/null")
+                .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))?;
+            (null.into(), None)
+        };
+        let pid = match self.spawn_helper(&p, stdin_r, out_w, err_w).await? {
+            Ok(pid) => pid,
+            Err(text) => {
+                let _ = tx.send(out(exec_output::Event::Failed(text))).await;
+                return Ok(());
+            }
+        };
+        // Registered at once: the process may already have exited (its status is kept).
+        let exited = self.children.wait(pid);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        self.lock()
+            .insert(p.exec_id.clone(), ExecEntry { pid, exit: exit_rx });
+        tracing::info!(exec = %p.exec_id, pid, "exec started");
+        let _ = tx
+            .send(out(exec_output::Event::Started(ExecStarted { pid })))
+            .await;
+
+        let stdin_task = stdin_w.map(|w| tokio::spawn(forward_stdin(w, input)));
+        let readers = [
+            tokio::spawn(read_output(out_r, 1, tx.clone())),
+            tokio::spawn(read_output(err_r, 2, tx.clone())),
+        ];
+        let code = exited.await.unwrap_or(255);
+        let drained = async {
+            for r in readers {
+                let _ = r.await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_AFTER_EXIT, drained)
+            .await
+            .is_err()
+        {
+            tracing::debug!(exec = %p.exec_id, "output still open after the exec exited");
+        }
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+        let rec = ExecExit {
+            exit_code: code,
+            exited_at_unix_nano: now_unix_nano(),
+            pid,
+        };
+        // On disk before anyone is told.
+        if let Err(e) = exitfile::write_json(&self.shim_dir, &exit_file_name(&p.exec_id), &rec) {
+            tracing::error!(exec = %p.exec_id, error = %e, "writing the exec exit file");
+        }
+        let _ = exit_tx.send(Some(rec));
+        tracing::info!(exec = %p.exec_id, code, "exec exited");
+        let _ = tx
+            .send(out(exec_output::Event::Exited(ExecExited {
+                exit_code: code,
+                exited_at_unix_nano: rec.exited_at_unix_nano,
+            })))
+            .await;
+        Ok(())
+    }
+}
+
+/// Copies stdin messages to the process until `close_stdin`, the end of the input or an
+/// error; dropping the pipe closes the process's stdin.
+async fn forward_stdin(w: OwnedFd, mut input: Streaming<ExecInput>) {
+    let mut pipe = match tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "exec stdin");
+            return;
+        }
+    };
+    while let Ok(Some(msg)) = input.message().await {
+        if !msg.stdin.is_empty() && pipe.write_all(&msg.stdin).await.is_err() {
+            break;
+        }
+        if msg.close_stdin {
+            break;
+        }
+    }
+}
+
+/// Sends output chunks as they come; keeps draining when nobody listens any more.
+async fn read_output(fd: OwnedFd, stream: i32, tx: Tx) {
+    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, stream, "reading exec output");
+            return;
+        }
+    };
+    let mut listening = true;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if listening {
+                    let chunk = ExecChunk {
+                        stream,
+                        data: buf[..n].to_vec(),
+                    };
+                    listening = tx.send(out(exec_output::Event::Chunk(chunk))).await.is_ok();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_env_and_files() {
+        assert!(valid_exec_id("abc123"));
+        assert!(!valid_exec_id("../x"));
+        assert!(!valid_exec_id(""));
+        let m = env_map(&["A=1".into(), "B=x=y".into(), "A=2".into(), "junk".into()]);
+        assert_eq!(m["A"], "2");
+        assert_eq!(m["B"], "x=y");
+        assert_eq!(m.len(), 2);
+        let d = tempfile::tempdir().unwrap();
+        assert!(read_exit(d.path(), "ab").is_none());
+        let rec = ExecExit {
+            exit_code: 3,
+            exited_at_unix_nano: 5,
+            pid: 9,
+        };
+        exitfile::write_json(d.path(), &exit_file_name("ab"), &rec).unwrap();
+        assert_eq!(read_exit(d.path(), "ab"), Some(rec));
+    }
+
+    #[test]
+    fn helper_result_json() {
+        let ok = HelperResult {
+            pid: Some(4),
+            error: None,
+        };
+        assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"pid":4}"#);
+        let bad: HelperResult = serde_json::from_str(r#"{"error":"nope"}"#).unwrap();
+        assert_eq!(bad.error.as_deref(), Some("nope"));
+    }
+}

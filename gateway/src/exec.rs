@@ -1,0 +1,360 @@
+//! `docker exec`: create, start (a hijacked connection in Docker's multiplexed framing,
+//! stdin forwarded), inspect and resize. containerd-svc keeps the exec records and runs
+//! the process through the container's shim; TTY execs are not built yet.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::{CONTAINERD, call};
+use crate::streams::{STDERR, STDOUT, frame, stream_content_type, upgrade_response, wants_upgrade};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_proto::containers as cpb;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+fn bool_field(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn str_field(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn strings_field(v: &Value, key: &str) -> Vec<String> {
+    match v.get(key) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("invalid JSON: expected an object"));
+    }
+    Ok(v)
+}
+
+/// The exec config of a create request; refuses what Berth cannot do yet.
+pub fn exec_config(v: &Value) -> Result<cpb::ExecConfig, ApiError> {
+    if bool_field(v, "Tty") {
+        return Err(ApiError::not_supported("a TTY for exec (docker exec -t)"));
+    }
+    if bool_field(v, "Privileged") {
+        return Err(ApiError::not_supported("docker exec --privileged"));
+    }
+    let cmd = strings_field(v, "Cmd");
+    if cmd.is_empty() {
+        // Docker's wording.
+        return Err(ApiError::bad_request("No exec command specified"));
+    }
+    Ok(cpb::ExecConfig {
+        cmd,
+        env: strings_field(v, "Env"),
+        working_dir: str_field(v, "WorkingDir"),
+        user: str_field(v, "User"),
+        privileged: false,
+        tty: false,
+        attach_stdin: bool_field(v, "AttachStdin"),
+        attach_stdout: bool_field(v, "AttachStdout"),
+        attach_stderr: bool_field(v, "AttachStderr"),
+        detach_keys: str_field(v, "DetachKeys"),
+    })
+}
+
+/// `POST /containers/{id}/exec` → 201 `{"Id": ...}`.
+pub async fn create(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let config = exec_config(&parse_body(&body)?)?;
+    let mut c = st.services.containers.clone();
+    let r = call(
+        CONTAINERD,
+        c.exec_create(cpb::ExecCreateRequest {
+            container_id: id,
+            config: Some(config),
+        }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "Id": r.id }))).into_response())
+}
+
+/// Docker's exec inspect JSON.
+pub fn inspect_json(e: &cpb::ExecInfo) -> Value {
+    let cfg = e.config.clone().unwrap_or_default();
+    let (entrypoint, arguments) = match cfg.cmd.split_first() {
+        Some((first, rest)) => (first.clone(), rest.to_vec()),
+        None => (String::new(), Vec::new()),
+    };
+    json!({
+        "ID": e.id,
+        "Running": e.running,
+        "ExitCode": if e.exited { json!(e.exit_code) } else { Value::Null },
+        "ProcessConfig": {
+            "tty": cfg.tty,
+            "entrypoint": entrypoint,
+            "arguments": arguments,
+            "privileged": cfg.privileged,
+            "user": cfg.user,
+        },
+        "OpenStdin": cfg.attach_stdin,
+        "OpenStderr": cfg.attach_stderr,
+        "OpenStdout": cfg.attach_stdout,
+        "CanRemove": false,
+        "ContainerID": e.container_id,
+        "DetachKeys": "",
+        "Pid": e.pid,
+    })
+}
+
+/// `GET /exec/{id}/json`.
+pub async fn inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let mut c = st.services.containers.clone();
+    let e = call(CONTAINERD, c.exec_inspect(cpb::ExecInspectRequest { id })).await?;
+    Ok(Json(inspect_json(&e)))
+}
+
+/// `POST /exec/{id}/resize`: only a TTY exec has a size, and those are not built yet.
+pub async fn resize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let mut c = st.services.containers.clone();
+    call(CONTAINERD, c.exec_inspect(cpb::ExecInspectRequest { id })).await?;
+    Err(ApiError::not_supported("resizing an exec (a TTY for exec)"))
+}
+
+/// One output message in Docker's multiplexed framing (the start error, like moby, as
+/// text ending in "\r\n" on stdout).
+pub fn render_output(o: &cpb::ExecStartOutput) -> Bytes {
+    let mut out = Vec::new();
+    if !o.data.is_empty() {
+        let stream = if o.stream == 2 { STDERR } else { STDOUT };
+        out.extend_from_slice(&frame(stream, &o.data));
+    }
+    if !o.error.is_empty() {
+        out.extend_from_slice(&frame(STDOUT, format!("{}\r\n", o.error).as_bytes()));
+    }
+    Bytes::from(out)
+}
+
+/// `POST /exec/{id}/start`: `{"Detach": true}` answers 200 and the process runs on;
+/// otherwise the connection is hijacked (101), output is framed as stdcopy and the
+/// client's input is the process's stdin (closed when the client half-closes).
+pub async fn start(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Result<Response, ApiError> {
+    let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    let v = parse_body(&body)?;
+    if bool_field(&v, "Tty") {
+        return Err(ApiError::not_supported("a TTY for exec (docker exec -t)"));
+    }
+    let detach = bool_field(&v, "Detach");
+    let (in_tx, in_rx) = mpsc::channel::<cpb::ExecStartInput>(16);
+    let _ = in_tx
+        .send(cpb::ExecStartInput {
+            exec_id: id.clone(),
+            detach,
+            ..Default::default()
+        })
+        .await;
+    let mut c = st.services.containers.clone();
+    let mut stream = call(
+        CONTAINERD,
+        c.exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx)),
+    )
+    .await?;
+    // The first message says the process started (or could not: it then carries the
+    // error); a refusal (no such exec, container stopped) is a status instead.
+    let first = match stream.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(ApiError::internal("the exec stream ended at once")),
+        Err(s) => return Err(ApiError::from_status(CONTAINERD, s)),
+    };
+    if detach {
+        if !first.error.is_empty() {
+            return Err(ApiError::internal(first.error));
+        }
+        return Ok(StatusCode::OK.into_response());
+    }
+
+    if !wants_upgrade(&req) {
+        // Old clients: a plain 200 with the framed output as the body.
+        let body = futures_util::stream::unfold(
+            (Some(first), Some(stream)),
+            |(pending, state)| async move {
+                if let Some(o) = pending {
+                    return Some((Ok::<_, std::io::Error>(render_output(&o)), (None, state)));
+                }
+                let mut s = state?;
+                match s.message().await {
+                    Ok(Some(o)) => Some((Ok(render_output(&o)), (None, Some(s)))),
+                    _ => None,
+                }
+            },
+        );
+        let body = Body::from_stream(body);
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, stream_content_type(false));
+        return Ok(resp);
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(exec = %id, "exec upgrade failed: {e}");
+                return;
+            }
+        };
+        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        // stdin: the client's bytes until it half-closes (or goes away).
+        let stdin = tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = in_tx
+                            .send(cpb::ExecStartInput {
+                                close_stdin: true,
+                                ..Default::default()
+                            })
+                            .await;
+                        break;
+                    }
+                    Ok(n) => {
+                        let m = cpb::ExecStartInput {
+                            stdin: buf[..n].to_vec(),
+                            ..Default::default()
+                        };
+                        if in_tx.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            // Keep the read half (and the request stream) until the output is done; the
+            // task is aborted then.
+            let _keep = (rd, in_tx);
+            std::future::pending::<()>().await;
+        });
+        let mut next = Some(first);
+        loop {
+            let o = match next.take() {
+                Some(o) => o,
+                None => match stream.message().await {
+                    Ok(Some(o)) => o,
+                    Ok(None) => break,
+                    Err(status) => {
+                        let msg = ApiError::from_status(CONTAINERD, status).message;
+                        let _ = wr
+                            .write_all(&frame(STDOUT, format!("{msg}\r\n").as_bytes()))
+                            .await;
+                        break;
+                    }
+                },
+            };
+            let failed = wr.write_all(&render_output(&o)).await.is_err();
+            if failed || o.exited {
+                break;
+            }
+        }
+        let _ = wr.flush().await;
+        let _ = wr.shutdown().await;
+        stdin.abort();
+    });
+    Ok(upgrade_response(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_body_maps_to_config_and_refuses_tty() {
+        let v = json!({"Cmd": ["sh", "-c", "x"], "Env": ["A=1"], "WorkingDir": "/tmp",
+            "User": "1000", "AttachStdin": true, "AttachStdout": true, "Tty": false});
+        let c = exec_config(&v).unwrap();
+        assert_eq!(c.cmd, vec!["sh", "-c", "x"]);
+        assert_eq!(c.env, vec!["A=1"]);
+        assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/tmp", "1000"));
+        assert!(c.attach_stdin && c.attach_stdout && !c.attach_stderr);
+        let e = exec_config(&json!({"Cmd": ["sh"], "Tty": true})).unwrap_err();
+        assert_eq!(e.status, 501);
+        assert_eq!(
+            e.message,
+            "berth: a TTY for exec (docker exec -t) is not supported yet"
+        );
+        let e = exec_config(&json!({"Cmd": null})).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn inspect_has_docker_fields() {
+        let mut e = cpb::ExecInfo {
+            id: "e".into(),
+            container_id: "c".into(),
+            config: Some(cpb::ExecConfig {
+                cmd: vec!["sh".into(), "-c".into(), "exit 3".into()],
+                ..Default::default()
+            }),
+            running: true,
+            ..Default::default()
+        };
+        let v = inspect_json(&e);
+        assert!(v["ExitCode"].is_null());
+        assert_eq!(v["ProcessConfig"]["entrypoint"], "sh");
+        assert_eq!(v["ProcessConfig"]["arguments"], json!(["-c", "exit 3"]));
+        assert_eq!(v["CanRemove"], false);
+        assert_eq!(v["DetachKeys"], "");
+        e.running = false;
+        e.exited = true;
+        e.exit_code = 3;
+        assert_eq!(inspect_json(&e)["ExitCode"], 3);
+    }
+
+    #[test]
+    fn output_is_framed_and_errors_go_to_stdout() {
+        let o = cpb::ExecStartOutput {
+            stream: 2,
+            data: b"e".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(render_output(&o)[0], STDERR);
+        let o = cpb::ExecStartOutput {
+            exited: true,
+            error: "boom".into(),
+            ..Default::default()
+        };
+        let f = render_output(&o);
+        assert_eq!(f[0], STDOUT);
+        assert_eq!(&f[8..], b"boom\r\n");
+    }
+}
