@@ -46,7 +46,22 @@ pub fn unix_request(
         .with_context(|| format!("connecting to {}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_write_timeout(Some(Duration::from_secs(30)))?;
-    exchange(&mut s, "docker", method, path, content_type, body)
+    exchange(&mut s, "docker", method, path, content_type, &[], body)
+}
+
+/// As [`unix_request`], with extra request headers (e.g. a W3C `traceparent`).
+pub fn unix_request_with_headers(
+    sock: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("connecting to {}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    exchange(&mut s, "docker", method, path, None, headers, body)
 }
 
 /// Sends one request to `127.0.0.1:port` (`Connection: close`).
@@ -71,6 +86,7 @@ fn exchange(
     method: &str,
     path: &str,
     content_type: Option<&str>,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response> {
     let mut req = format!(
@@ -79,6 +95,9 @@ fn exchange(
     );
     if let Some(ct) = content_type {
         req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes())?;

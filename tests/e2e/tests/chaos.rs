@@ -73,6 +73,11 @@ fn classify(out: &berth_e2e::Output) -> Result<String, String> {
     {
         return Ok("gateway unreachable".into());
     }
+    // The CLI prints only the status of a refused upgrade (attach, exec start), never its
+    // body: the gateway's 503 names the service there, the CLI does not show it.
+    if err.contains("unable to upgrade to tcp, received 503") {
+        return Ok("503 on an upgrade".into());
+    }
     for svc in ["imaged", "containerd", "netd", "volumed", "logd"] {
         if err.contains(&format!("the {svc} service is unavailable")) {
             return Ok(format!("503 {svc}"));

@@ -150,4 +150,35 @@ fn docker_run_is_traced_across_every_service() {
             listing.join("\n")
         );
     }
+
+    step!("an incoming W3C traceparent is continued, not replaced");
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let r = berth_e2e::http::unix_request_with_headers(
+        berth.socket(),
+        "GET",
+        "/v1.50/containers/json?all=1",
+        &[("traceparent", &format!("00-{trace_id}-{parent_id}-01"))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let continued = wait_until(Duration::from_secs(15), || {
+        receiver.0.lock().unwrap().iter().any(|s| {
+            s.service == "berth-gateway"
+                && hex::encode(&s.trace_id) == trace_id
+                && hex::encode(&s.parent_span_id) == parent_id
+                && s.name == "GET /containers/json"
+        })
+    });
+    assert!(continued, "no gateway span continued the client's trace");
+    // The call to containerd-svc it made is in the same trace.
+    assert!(wait_until(Duration::from_secs(15), || {
+        receiver
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.service == "berth-containerd" && hex::encode(&s.trace_id) == trace_id)
+    }));
 }
