@@ -130,14 +130,7 @@ fn main() -> anyhow::Result<()> {
         rss_kib(containerd)
     );
     let mut services = Vec::new();
-    for s in [
-        "berth-gateway",
-        "berth-imaged",
-        "berth-containerd",
-        "berth-netd",
-        "berth-volumed",
-        "berth-logd",
-    ] {
+    for s in berth_e2e::berth::SERVICE_BINARIES {
         if let Some(p) = berth.service_pid(s) {
             services.push(format!("{s} {}", rss_kib(p)));
         }

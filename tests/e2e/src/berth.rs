@@ -41,6 +41,16 @@ pub fn binary(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The six service binaries berthd runs.
+pub const SERVICE_BINARIES: [&str; 6] = [
+    "berth-gateway",
+    "berth-imaged",
+    "berth-containerd",
+    "berth-netd",
+    "berth-volumed",
+    "berth-logd",
+];
+
 /// A running Berth.
 #[derive(Debug)]
 pub struct Berth {

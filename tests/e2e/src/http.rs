@@ -34,6 +34,15 @@ impl Response {
     }
 }
 
+/// Connects to `sock` with 30 s read and write timeouts.
+fn connect_unix(sock: &Path) -> Result<std::os::unix::net::UnixStream> {
+    let s = std::os::unix::net::UnixStream::connect(sock)
+        .with_context(|| format!("connecting to {}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(s)
+}
+
 /// Sends one request over the unix socket `sock` (`Connection: close`).
 pub fn unix_request(
     sock: &Path,
@@ -42,10 +51,7 @@ pub fn unix_request(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<Response> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .with_context(|| format!("connecting to {}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut s = connect_unix(sock)?;
     exchange(&mut s, "docker", method, path, content_type, &[], body)
 }
 
@@ -57,10 +63,7 @@ pub fn unix_request_with_headers(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .with_context(|| format!("connecting to {}", sock.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let mut s = connect_unix(sock)?;
     exchange(&mut s, "docker", method, path, None, headers, body)
 }
 

@@ -19,14 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SERVICES: [&str; 6] = [
-    "berth-gateway",
-    "berth-imaged",
-    "berth-containerd",
-    "berth-netd",
-    "berth-volumed",
-    "berth-logd",
-];
+use berth_e2e::berth::SERVICE_BINARIES as SERVICES;
 
 /// Longest any single command may take: longer is a hang.
 const HANG: Duration = Duration::from_secs(60);
