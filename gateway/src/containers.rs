@@ -108,8 +108,10 @@ async fn undo(services: &Services, id: &str, reserved: Vec<Reserved>) {
             .map(|_| ()),
             Reserved::Endpoint => call(
                 NETD,
-                s.networks
-                    .remove_endpoint(npb::RemoveEndpointRequest { container_id: cid }),
+                s.networks.remove_endpoint(npb::RemoveEndpointRequest {
+                    container_id: cid,
+                    network: String::new(),
+                }),
             )
             .await
             .map(|_| ()),
@@ -198,73 +200,57 @@ pub fn parse_bind(spec: &str) -> Result<Bind, ApiError> {
     }
 }
 
-fn hosts_file(ip: &str, hostname: &str) -> String {
+fn hosts_file(ip: &str, hostname: &str, extra: &[(String, String)]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    for (name, addr) in extra {
+        s.push_str(&format!("{addr}\t{name}\n"));
+    }
     if !ip.is_empty() {
         s.push_str(&format!("{ip}\t{hostname}\n"));
     }
     s
 }
 
-/// The host's resolv.conf without loopback nameservers (unreachable from a container's
-/// own network namespace), as Docker filters it for bridge networks.
-fn container_resolv_conf(host_network: bool) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if host_network {
-        return host;
-    }
-    host.lines()
-        .filter(|l| {
-            let mut w = l.split_whitespace();
-            !(w.next() == Some("nameserver")
-                && w.next()
-                    .is_some_and(|a| a.starts_with("127.") || a == "::1"))
+/// `--add-host name:ip` entries; `host-gateway` is the address of the container's
+/// gateway (the host, as seen from the container).
+fn extra_hosts(list: &[String], gateway: &str) -> Result<Vec<(String, String)>, ApiError> {
+    list.iter()
+        .map(|h| {
+            let (name, addr) = h
+                .split_once(':')
+                .filter(|(n, a)| !n.is_empty() && !a.is_empty())
+                .ok_or_else(|| ApiError::bad_request(format!("invalid extra host: {h}")))?;
+            let addr = if addr == "host-gateway" {
+                if gateway.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "unable to derive the IP value for host-gateway: the container has no gateway",
+                    ));
+                }
+                gateway.to_string()
+            } else {
+                addr.parse::<std::net::IpAddr>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid IP address in add-host: \"{addr}\"")))?
+                    .to_string()
+            };
+            Ok((name.to_string(), addr))
         })
-        .map(|l| format!("{l}\n"))
         .collect()
 }
 
-fn network_settings_json(ep: Option<&npb::Endpoint>, network_mode: &str) -> Value {
-    let Some(ep) = ep else {
-        return json!({
-            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {},
-            "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "",
-            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {network_mode: {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-                "IPPrefixLen": 0, "MacAddress": "", "Aliases": null, "DNSNames": null}},
-        });
-    };
-    let net = json!({
-        "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": ep.mac_address,
-        "DriverOpts": null, "GwPriority": 0, "NetworkID": ep.network_id, "EndpointID": ep.endpoint_id,
-        "Gateway": ep.gateway, "IPAddress": ep.ip_address, "IPPrefixLen": ep.prefix_len,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-    });
-    let is_default_bridge = ep.network_name == "bridge";
-    json!({
-        "Bridge": "",
-        "SandboxID": ep.container_id,
-        "SandboxKey": ep.netns_path,
-        "Ports": {},
-        "HairpinMode": false,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "SecondaryIPAddresses": null,
-        "SecondaryIPv6Addresses": null,
-        "EndpointID": if is_default_bridge { ep.endpoint_id.clone() } else { String::new() },
-        "Gateway": if is_default_bridge { ep.gateway.clone() } else { String::new() },
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "IPAddress": if is_default_bridge { ep.ip_address.clone() } else { String::new() },
-        "IPPrefixLen": if is_default_bridge { ep.prefix_len } else { 0 },
-        "IPv6Gateway": "",
-        "MacAddress": if is_default_bridge { ep.mac_address.clone() } else { String::new() },
-        "Networks": { ep.network_name.clone(): net },
-    })
+/// The ports an image and the request expose (`80/tcp`), sorted.
+fn exposed_ports(image: &Value, req: &Value) -> Result<Vec<String>, ApiError> {
+    let mut out = std::collections::BTreeSet::new();
+    for src in [image.get("ExposedPorts"), req.get("ExposedPorts")] {
+        if let Some(m) = src.and_then(Value::as_object) {
+            for k in m.keys() {
+                let (port, proto) = crate::networks::parse_port_key(k)?;
+                out.insert(format!("{port}/{proto}"));
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// `POST /containers/create?name=`.
@@ -312,18 +298,21 @@ pub async fn create(
     if network_mode.starts_with("container:") {
         return Err(ApiError::not_supported("--network container:<id>"));
     }
-    let port_bindings = host_config
-        .get("PortBindings")
+    let endpoints_config = req
+        .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty());
-    if port_bindings
-        || host_config
-            .get("PublishAllPorts")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    {
-        return Err(ApiError::not_supported("publishing ports (-p/-P)"));
-    }
+        .cloned()
+        .unwrap_or_default();
+    // Further networks (API 1.44+ sends every --network here); the primary one first.
+    let extra_networks: Vec<String> = endpoints_config
+        .keys()
+        .filter(|k| **k != network_mode && !(network_mode == "bridge" && *k == "default"))
+        .cloned()
+        .collect();
+    let dns_servers = string_list(host_config.get("Dns")).unwrap_or_default();
+    let dns_search = string_list(host_config.get("DnsSearch")).unwrap_or_default();
+    let dns_options = string_list(host_config.get("DnsOptions")).unwrap_or_default();
+    let extra_hosts_req = string_list(host_config.get("ExtraHosts")).unwrap_or_default();
     let auto_remove = host_config
         .get("AutoRemove")
         .and_then(Value::as_bool)
@@ -373,6 +362,17 @@ pub async fn create(
     .await?;
     let img_cfg = parse_config(&image);
     let img_c = img_cfg.get("config").cloned().unwrap_or(json!({}));
+    let exposed = exposed_ports(&img_c, &req)?;
+    let publish_all = host_config
+        .get("PublishAllPorts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let ports =
+        crate::networks::port_bindings(host_config.get("PortBindings"), publish_all, &exposed)?;
+    if !ports.is_empty() && matches!(network_mode.as_str(), "host" | "none") {
+        // Docker ignores published ports in these modes (with a warning).
+        tracing::info!(mode = %network_mode, "ignoring published ports");
+    }
 
     let (entrypoint, cmd) = effective_command(
         string_list(req.get("Entrypoint")),
@@ -445,12 +445,42 @@ pub async fn create(
         )
         .await?;
         reserved.push(Reserved::Volumes);
-        let endpoint = call(
+        let primary = crate::networks::endpoint_settings(endpoints_config.get(&network_mode));
+        let endpoint = call_within(
             NETD,
-            s.networks.create_endpoint(npb::CreateEndpointRequest { container_id: id.clone(), network: network_mode.clone() }),
+            Duration::from_secs(30),
+            s.networks.create_endpoint(npb::CreateEndpointRequest {
+                container_id: id.clone(),
+                network: network_mode.clone(),
+                container_name: name.clone(),
+                aliases: primary.aliases,
+                ipv4_address: primary.ipv4_address,
+                ports: if matches!(network_mode.as_str(), "host" | "none") { Vec::new() } else { ports.clone() },
+                dns_servers: dns_servers.clone(),
+            }),
         )
         .await?;
         reserved.push(Reserved::Endpoint);
+        let mut endpoints = vec![endpoint.clone()];
+        for net in &extra_networks {
+            let es = crate::networks::endpoint_settings(endpoints_config.get(net));
+            endpoints.push(
+                call_within(
+                    NETD,
+                    Duration::from_secs(30),
+                    s.networks.create_endpoint(npb::CreateEndpointRequest {
+                        container_id: id.clone(),
+                        network: net.clone(),
+                        container_name: name.clone(),
+                        aliases: es.aliases,
+                        ipv4_address: es.ipv4_address,
+                        ports: Vec::new(),
+                        dns_servers: dns_servers.clone(),
+                    }),
+                )
+                .await?,
+            );
+        }
         call(
             LOGD,
             s.logs.open(lpb::OpenRequest { container_id: id.clone(), driver: log_driver.clone(), options: HashMap::new() }),
@@ -489,7 +519,10 @@ pub async fn create(
         }
 
         let host_net = network_mode == "host";
-        let ep = if endpoint.netns_path.is_empty() && host_net { None } else { Some(&endpoint) };
+        let shown: Vec<npb::Endpoint> = if host_net { Vec::new() } else { endpoints.clone() };
+        let embedded_dns = endpoints.iter().any(|e| !e.dns_names.is_empty());
+        let extra_hosts = extra_hosts(&extra_hosts_req, &endpoint.gateway)?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let config_json = json!({
             "Hostname": hostname,
             "Domainname": str_field(&req, "Domainname"),
@@ -504,6 +537,9 @@ pub async fn create(
             "Cmd": cmd,
             "Image": image_ref,
             "Volumes": req.get("Volumes").cloned().unwrap_or(Value::Null),
+            "ExposedPorts": if exposed.is_empty() { Value::Null } else {
+                Value::Object(exposed.iter().map(|p| (p.clone(), json!({}))).collect())
+            },
             "WorkingDir": working_dir,
             "Entrypoint": entrypoint,
             "OnBuild": null,
@@ -534,11 +570,19 @@ pub async fn create(
             auto_remove,
             config_json: config_json.to_string().into_bytes(),
             host_config_json: hc.to_string().into_bytes(),
-            network_settings_json: json!({"settings": network_settings_json(ep, &network_mode), "mounts": mounts_json})
-                .to_string()
-                .into_bytes(),
-            hosts_file: if host_net { String::new() } else { hosts_file(&endpoint.ip_address, &hostname) },
-            resolv_conf: container_resolv_conf(host_net),
+            network_settings_json: json!({
+                "settings": crate::networks::network_settings(&shown, &network_mode, &exposed),
+                "mounts": mounts_json,
+                "exposed": exposed,
+            })
+            .to_string()
+            .into_bytes(),
+            hosts_file: if host_net { String::new() } else { hosts_file(&endpoint.ip_address, &hostname, &extra_hosts) },
+            resolv_conf: if host_net {
+                host_resolv
+            } else {
+                crate::networks::resolv_conf(&host_resolv, embedded_dns, &dns_servers, &dns_search, &dns_options)
+            },
             memory_bytes: host_config.get("Memory").and_then(Value::as_i64).unwrap_or(0),
             pids_limit: host_config.get("PidsLimit").and_then(Value::as_i64).unwrap_or(0).max(0),
             stop_signal,
@@ -613,7 +657,7 @@ fn summary_json(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> Value
         "ImageID": spec.image_id,
         "Command": command_text(&spec.args),
         "Created": parse_time(&c.created).map(|t| t.timestamp()).unwrap_or(0),
-        "Ports": [],
+        "Ports": ports_of_settings(ns.pointer("/settings/Ports")),
         "Labels": spec.labels,
         "State": c.state,
         "Status": status_text(c, now),
@@ -621,6 +665,30 @@ fn summary_json(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> Value
         "NetworkSettings": {"Networks": ns.pointer("/settings/Networks").cloned().unwrap_or(json!({}))},
         "Mounts": ns.get("mounts").cloned().unwrap_or(json!([])),
     })
+}
+
+/// `docker ps`'s Ports list from a stored `Ports` map (published ports are fixed at create).
+fn ports_of_settings(ports: Option<&Value>) -> Value {
+    let mut out = Vec::new();
+    for (key, bindings) in ports.and_then(Value::as_object).into_iter().flatten() {
+        let Ok((port, proto)) = crate::networks::parse_port_key(key) else {
+            continue;
+        };
+        match bindings.as_array() {
+            Some(list) => {
+                for b in list {
+                    out.push(json!({
+                        "IP": b.get("HostIp").cloned().unwrap_or(json!("0.0.0.0")),
+                        "PrivatePort": port,
+                        "PublicPort": b.get("HostPort").and_then(Value::as_str).and_then(|p| p.parse::<u16>().ok()).unwrap_or(0),
+                        "Type": proto,
+                    }));
+                }
+            }
+            None => out.push(json!({"PrivatePort": port, "Type": proto})),
+        }
+    }
+    Value::Array(out)
 }
 
 fn matches_filters(
@@ -776,7 +844,32 @@ pub async fn inspect(
     } else {
         String::new()
     };
-    Ok(Json(inspect_json(&c, &log_path)))
+    let mut doc = inspect_json(&c, &log_path);
+    let stored = json_bytes(&spec.network_settings_json);
+    let mode = json_bytes(&spec.host_config_json)
+        .get("NetworkMode")
+        .and_then(Value::as_str)
+        .unwrap_or("bridge")
+        .to_string();
+    if mode != "host"
+        && let Some(eps) = crate::networks::live_endpoints(&st, &spec.id).await
+    {
+        doc["NetworkSettings"] =
+            crate::networks::network_settings(&eps, &mode, &exposed_of(&stored));
+    }
+    Ok(Json(doc))
+}
+
+fn exposed_of(network_settings_json: &Value) -> Vec<String> {
+    network_settings_json
+        .get("exposed")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `POST /containers/{id}/start`: 204, or 304 when already running.
@@ -1011,6 +1104,7 @@ pub async fn remove_container(
         NETD,
         s.networks.remove_endpoint(npb::RemoveEndpointRequest {
             container_id: full_id.clone(),
+            network: String::new(),
         }),
     )
     .await?;
@@ -1150,16 +1244,19 @@ mod tests {
     }
 
     #[test]
-    fn resolv_conf_drops_loopback_nameservers() {
-        // Uses the host file; only checks the filter keeps no loopback server.
-        let r = container_resolv_conf(false);
-        assert!(!r.lines().any(|l| l.starts_with("nameserver 127.")));
-    }
-
-    #[test]
-    fn hosts_file_names_the_container() {
-        let h = hosts_file("172.29.0.2", "abc");
+    fn hosts_file_names_the_container_and_extra_hosts() {
+        let extra = extra_hosts(
+            &["db:10.0.0.5".into(), "gw:host-gateway".into()],
+            "172.29.0.1",
+        )
+        .unwrap();
+        let h = hosts_file("172.29.0.2", "abc", &extra);
         assert!(h.contains("127.0.0.1\tlocalhost"));
+        assert!(h.contains("10.0.0.5\tdb\n"));
+        assert!(h.contains("172.29.0.1\tgw\n"));
         assert!(h.ends_with("172.29.0.2\tabc\n"));
+        assert!(extra_hosts(&["nocolon".into()], "").is_err());
+        assert!(extra_hosts(&["x:notanip".into()], "").is_err());
+        assert!(extra_hosts(&["x:host-gateway".into()], "").is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod metrics;
+pub mod networks;
 pub mod orphans;
 pub mod reaper;
 pub mod services;
@@ -100,8 +101,15 @@ pub fn routes(state: AppState) -> Router {
         .route("/exec/{id}/start", post(exec::start))
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
-        .route("/networks", get(system::networks_list))
-        .route("/networks/{id}", get(system::network_inspect))
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(system::volumes_list))
         .route("/volumes/create", post(system::volume_create))
         .route(

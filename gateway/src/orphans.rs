@@ -53,19 +53,19 @@ pub async fn sweep(st: &AppState) -> usize {
             tracing::info!(container = %id, ok = r.is_some(), "released an orphaned snapshot");
         }
     }
-    if let Some(eps) = within(s.networks.list_endpoints(npb::ListEndpointsRequest {
-        network: String::new(),
-    }))
+    if let Some(eps) = within(
+        s.networks
+            .list_endpoints(npb::ListEndpointsRequest::default()),
+    )
     .await
     {
-        for id in eps
-            .endpoints
-            .into_iter()
-            .map(|e| e.container_id)
-            .filter(|id| !live.contains(id))
-        {
+        // A container on several networks has one endpoint each.
+        let ids: std::collections::BTreeSet<String> =
+            eps.endpoints.into_iter().map(|e| e.container_id).collect();
+        for id in ids.into_iter().filter(|id| !live.contains(id)) {
             let r = within(s.networks.remove_endpoint(npb::RemoveEndpointRequest {
                 container_id: id.clone(),
+                network: String::new(),
             }))
             .await;
             released += usize::from(r.is_some());

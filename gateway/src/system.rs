@@ -239,59 +239,6 @@ pub async fn build_prune() -> Json<Value> {
     Json(json!({"CachesDeleted": [], "SpaceReclaimed": 0}))
 }
 
-fn network_json(n: &networks::Network) -> Value {
-    let config = if n.subnet.is_empty() {
-        json!([])
-    } else {
-        json!([{"Subnet": n.subnet, "Gateway": n.gateway}])
-    };
-    let mut options = serde_json::Map::new();
-    if !n.bridge.is_empty() {
-        options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
-    }
-    json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": if n.created.is_empty() { crate::util::ZERO_TIME.to_string() } else { n.created.clone() },
-        "Scope": "local",
-        "Driver": n.driver,
-        "EnableIPv4": true,
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": config},
-        "Internal": n.internal,
-        "Attachable": false,
-        "Ingress": false,
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": false,
-        "Containers": {},
-        "Options": options,
-        "Labels": n.labels,
-    })
-}
-
-/// `GET /networks`.
-pub async fn networks_list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut c = st.services.networks.clone();
-    let list = call(NETD, c.list_networks(networks::ListNetworksRequest {})).await?;
-    Ok(Json(Value::Array(
-        list.networks.iter().map(network_json).collect(),
-    )))
-}
-
-/// `GET /networks/{id}`.
-pub async fn network_inspect(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let mut c = st.services.networks.clone();
-    let n = call(
-        NETD,
-        c.get_network(networks::GetNetworkRequest { name_or_id: id }),
-    )
-    .await?;
-    Ok(Json(network_json(&n)))
-}
-
 fn volume_json(v: &volumes::Volume) -> Value {
     json!({
         "Name": v.name,

@@ -16,6 +16,10 @@ pub enum NetError {
     /// containers use the old subnet, or an exhausted subnet).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request is refused as Docker refuses it with 403 (removing a predefined
+    /// network, an overlapping pool, an address in use).
+    #[error("{0}")]
+    Forbidden(String),
     /// SQLite failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -67,6 +71,7 @@ impl From<NetError> for tonic::Status {
             NetError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             NetError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             NetError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
+            NetError::Forbidden(_) => tonic::Status::permission_denied(msg),
             NetError::Db(_)
             | NetError::Netlink { .. }
             | NetError::Nft(_)

@@ -50,6 +50,10 @@ pub struct VethPlan {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// The name inside the namespace (`eth0`, `eth1`, ...).
+    pub ifname: String,
+    /// Only the container's first interface carries the default route.
+    pub default_route: bool,
 }
 
 impl Netlink {
@@ -334,13 +338,13 @@ impl Netlink {
             .link()
             .set(
                 LinkUnspec::new_with_index(idx)
-                    .name("eth0")
+                    .name(plan.ifname.clone())
                     .address(plan.mac.to_vec())
                     .build(),
             )
             .execute()
             .await
-            .map_err(NetError::netlink("rename to eth0"))?;
+            .map_err(NetError::netlink(format!("rename to {}", plan.ifname)))?;
         inner
             .handle
             .address()
@@ -348,11 +352,14 @@ impl Netlink {
             .execute()
             .await
             .map_err(NetError::netlink(format!(
-                "add {}/{} to eth0",
-                plan.ip, plan.prefix_len
+                "add {}/{} to {}",
+                plan.ip, plan.prefix_len, plan.ifname
             )))?;
-        inner.set_up(idx, "eth0").await?;
+        inner.set_up(idx, &plan.ifname).await?;
         inner.lo_up().await?;
+        if !plan.default_route {
+            return Ok(());
+        }
         inner
             .handle
             .route()
@@ -448,6 +455,16 @@ pub fn remove_netns(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(NetError::io(format!("removing {}", path.display()))(e)),
     }
+}
+
+/// Sets `net.ipv4.conf.<bridge>.route_localnet=1`: connections to a published port on
+/// 127.0.0.1 are DNATed to a container and leave through the bridge with a loopback
+/// source (masqueraded on the way out), which the kernel otherwise drops as martian.
+pub async fn enable_route_localnet(bridge: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet");
+    tokio::fs::write(&path, b"1")
+        .await
+        .map_err(NetError::io(format!("setting {path}")))
 }
 
 /// Sets `net.ipv4.ip_forward=1` (containers reach the outside through the host).

@@ -5,6 +5,8 @@
 //! what is missing and removes what no record owns, so a running container's veth,
 //! address and routes survive a netd restart (even `kill -9`).
 
+pub mod config;
+pub mod dns;
 pub mod error;
 pub mod grpc;
 pub mod ipam;
@@ -16,4 +18,4 @@ pub mod store;
 
 pub use error::NetError;
 pub use grpc::NetworksService;
-pub use service::Netd;
+pub use service::{EndpointRequest, Netd, NetdConfig, NetworkRequest};

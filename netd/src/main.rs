@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use berth_kit::ServiceArgs;
-use berth_netd::{Netd, NetworksService, store};
+use berth_netd::{Netd, NetdConfig, NetworksService, config, store};
 use clap::Parser;
 use std::sync::Arc;
 
@@ -18,7 +18,15 @@ struct Args {
     /// The default bridge's kernel name (dockerd's -b); default berth0 or bx<suffix>.
     #[arg(short = 'b', long)]
     bridge: Option<String>,
-    /// Delete every veth, netns, the bridge and the nft table of this instance, then exit.
+    /// Upstream resolver of the embedded DNS (repeatable; daemon.json `dns`); default:
+    /// the host's resolv.conf nameservers.
+    #[arg(long = "dns")]
+    dns: Vec<String>,
+    /// dockerd's `--default-address-pool base=A.B.C.D/N,size=N` (repeatable; daemon.json
+    /// `default-address-pools`).
+    #[arg(long = "default-address-pool")]
+    default_address_pools: Vec<String>,
+    /// Delete every veth, netns, bridge and the nft table of this instance, then exit.
     #[arg(long)]
     teardown: bool,
 }
@@ -28,8 +36,18 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-netd", args.common.debug);
     let roots = args.common.roots();
+    let file = config::DaemonNetConfig::load(args.common.config_file.as_deref())?;
+    let netd_config = config::merge(
+        NetdConfig {
+            bridge_override: args.bridge,
+            ..NetdConfig::default()
+        },
+        &args.dns,
+        &args.default_address_pools,
+        &file,
+    )?;
     let pool = berth_kit::db::open(&roots.state_db("netd"), &store::MIGRATOR).await?;
-    let netd = Netd::new(pool.clone(), roots.clone(), args.bridge)?;
+    let netd = Netd::new(pool.clone(), roots.clone(), netd_config)?;
     if args.teardown {
         netd.teardown().await.context("teardown")?;
         pool.close().await;

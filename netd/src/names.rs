@@ -28,16 +28,36 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-/// The host side of a container's veth pair: `vb` + the short (12 char) container id,
-/// 14 bytes, so `ip link` on the host tells which container a veth belongs to.
-pub fn host_veth_name(container_id: &str) -> String {
-    format!("vb{}", short(container_id))
+fn veth_name(prefix: &str, container_id: &str, index: u32) -> String {
+    if index == 0 {
+        format!("{prefix}{}", short(container_id))
+    } else {
+        let id = &container_id[..container_id.len().min(9)];
+        format!("{prefix}{id}n{index}")
+    }
+}
+
+/// The host side of a container's veth pair for its `eth<index>`: `vb` + the short
+/// (12 char) container id for eth0, `vb` + 9 chars + `n<index>` for the others (at most
+/// 14 bytes), so `ip link` on the host tells which container a veth belongs to.
+pub fn host_veth_name(container_id: &str, index: u32) -> String {
+    veth_name("vb", container_id, index)
 }
 
 /// The temporary name of the container side while it is still in the host namespace
-/// (it is renamed to `eth0` once moved).
-pub fn peer_veth_name(container_id: &str) -> String {
-    format!("vp{}", short(container_id))
+/// (it is renamed to `eth<index>` once moved).
+pub fn peer_veth_name(container_id: &str, index: u32) -> String {
+    veth_name("vp", container_id, index)
+}
+
+/// 3 for `eth3`.
+pub fn ifname_index(ifname: &str) -> Option<u32> {
+    ifname.strip_prefix("eth")?.parse().ok()
+}
+
+/// A user-defined network's bridge: `br-` + 12 chars of its id, as Docker names them.
+pub fn user_bridge_name(network_id: &str) -> String {
+    format!("br-{}", &network_id[..network_id.len().min(12)])
 }
 
 /// True for names netd gives host-side veths (used to find orphans on our bridge).
@@ -78,15 +98,21 @@ mod tests {
 
     #[test]
     fn veth_names_fit_ifnamsiz_and_are_recognised() {
-        let h = host_veth_name(ID);
-        let p = peer_veth_name(ID);
+        let h = host_veth_name(ID, 0);
+        let p = peer_veth_name(ID, 0);
         assert_eq!(h, "vb3f9a1c0b2d4e");
         assert_eq!(p, "vp3f9a1c0b2d4e");
+        assert_eq!(host_veth_name(ID, 12), "vb3f9a1c0b2n12");
+        assert!(host_veth_name(ID, 99).len() <= IFNAMSIZ_MAX);
+        assert!(is_host_veth_name(&host_veth_name(ID, 3)));
+        assert_eq!(ifname_index("eth3"), Some(3));
+        assert_eq!(ifname_index("lo"), None);
+        assert_eq!(user_bridge_name(ID), "br-3f9a1c0b2d4e");
         assert!(h.len() <= IFNAMSIZ_MAX && p.len() <= IFNAMSIZ_MAX);
         assert!(is_host_veth_name(&h));
         assert!(!is_host_veth_name(&p));
         assert!(!is_host_veth_name("eth0"));
-        assert_eq!(host_veth_name("abc"), "vbabc");
+        assert_eq!(host_veth_name("abc", 0), "vbabc");
     }
 
     #[test]

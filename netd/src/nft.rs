@@ -1,152 +1,213 @@
 //! Berth's own nftables table (`ip <Roots::nft_table()>`), rebuilt atomically from SQLite.
 //! Other tables (Docker's, the distribution's, the admin's) are never touched.
+//!
+//! The rules are written as nft's JSON (the form `nft -j list ruleset` prints), which
+//! reads like the `nft` syntax it stands for, and parsed into the `nftables` crate's
+//! schema before they are applied.
 
-use crate::error::Result;
+use crate::error::{NetError, Result};
 use ipnet::Ipv4Net;
-use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
-use nftables::stmt::{Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-use std::borrow::Cow;
+use nftables::schema::Nftables;
+use serde_json::{Value, json};
+use std::net::Ipv4Addr;
 
 /// One bridge network the table serves.
 #[derive(Debug, Clone)]
 pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// `--internal`: no traffic in or out of the bridge but between its containers.
+    pub internal: bool,
 }
 
-const POSTROUTING: &str = "postrouting";
-const FORWARD: &str = "forward";
-
-fn table(name: &str) -> Table<'static> {
-    Table {
-        family: NfFamily::IP,
-        name: Cow::Owned(name.to_string()),
-        handle: None,
-    }
+/// One published port: traffic to the host's `host_ip:host_port` goes to the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRule {
+    pub protocol: String,
+    /// None = every local address.
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub container_ip: Ipv4Addr,
+    pub container_port: u16,
 }
 
-fn meta_match(key: MetaKey, op: Operator, value: &str) -> Statement<'static> {
-    Statement::Match(Match {
-        left: Expression::Named(NamedExpression::Meta(Meta { key })),
-        right: Expression::String(Cow::Owned(value.to_string())),
-        op,
-    })
+const PUBLISHED: &str = "published";
+
+fn meta(key: &str, op: &str, right: Value) -> Value {
+    json!({"match": {"op": op, "left": {"meta": {"key": key}}, "right": right}})
 }
 
-fn saddr_match(subnet: &Ipv4Net) -> Statement<'static> {
-    Statement::Match(Match {
-        left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
-            PayloadField {
-                protocol: Cow::Borrowed("ip"),
-                field: Cow::Borrowed("saddr"),
-            },
-        ))),
-        right: Expression::Named(NamedExpression::Prefix(Prefix {
-            addr: Box::new(Expression::String(Cow::Owned(subnet.network().to_string()))),
-            len: u32::from(subnet.prefix_len()),
-        })),
-        op: Operator::EQ,
-    })
+fn ip_field(field: &str, op: &str, right: Value) -> Value {
+    json!({"match": {"op": op, "left": {"payload": {"protocol": "ip", "field": field}}, "right": right}})
 }
 
-fn rule(table: &str, chain: &'static str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
-    NfListObject::Rule(Rule {
-        family: NfFamily::IP,
-        table: Cow::Owned(table.to_string()),
-        chain: Cow::Borrowed(chain),
-        expr: Cow::Owned(expr),
-        handle: None,
-        index: None,
-        comment: None,
-    })
+fn prefix(net: &Ipv4Net) -> Value {
+    json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
 }
 
-fn base_chain(
-    table: &str,
-    name: &'static str,
-    ty: NfChainType,
-    hook: NfHook,
-    prio: i32,
-) -> NfListObject<'static> {
-    NfListObject::Chain(Chain {
-        family: NfFamily::IP,
-        table: Cow::Owned(table.to_string()),
-        name: Cow::Borrowed(name),
-        _type: Some(ty),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    })
+fn ct_status_dnat() -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}})
+}
+
+fn fib_daddr_local() -> Value {
+    json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}})
 }
 
 /// The whole table as one transaction: `add table` (so the delete cannot fail on a first
 /// start), `delete table`, then the table with its chains and rules. nft applies the
-/// batch atomically, so a netd restart never leaves a moment without NAT.
-pub fn ruleset(table_name: &str, bridges: &[BridgeRules]) -> Nftables<'static> {
-    let mut b = Batch::new();
-    b.add(NfListObject::Table(table(table_name)));
-    b.delete(NfListObject::Table(table(table_name)));
-    b.add(NfListObject::Table(table(table_name)));
-    // Priority 100 = srcnat, as `nft` names it.
-    b.add(base_chain(
-        table_name,
-        POSTROUTING,
-        NfChainType::NAT,
-        NfHook::Postrouting,
-        100,
-    ));
-    // Priority 0 = filter. Accepting here does not override a DROP in another table's
-    // forward chain, but it makes ours explicit for hosts whose policy is DROP in our
-    // table's terms.
-    b.add(base_chain(
-        table_name,
-        FORWARD,
-        NfChainType::Filter,
-        NfHook::Forward,
-        0,
-    ));
+/// batch atomically, so a netd restart never leaves a moment without NAT or ports.
+pub fn ruleset(
+    table: &str,
+    bridges: &[BridgeRules],
+    ports: &[PortRule],
+) -> Result<Nftables<'static>> {
+    let mut cmds: Vec<Value> = Vec::new();
+    let tbl = json!({"table": {"family": "ip", "name": table}});
+    cmds.push(json!({"add": tbl}));
+    cmds.push(json!({"delete": tbl}));
+    cmds.push(json!({"add": tbl}));
+    let base = |name: &str, ty: &str, hook: &str, prio: i32| {
+        json!({"add": {"chain": {"family": "ip", "table": table, "name": name,
+            "type": ty, "hook": hook, "prio": prio, "policy": "accept"}}})
+    };
+    // dstnat (-100): published ports, for traffic arriving from outside or from containers
+    // (prerouting) and for the host's own connections (output).
+    let mut chains = vec![
+        base("prerouting", "nat", "prerouting", -100),
+        base("output", "nat", "output", -100),
+        json!({"add": {"chain": {"family": "ip", "table": table, "name": PUBLISHED}}}),
+        base("postrouting", "nat", "postrouting", 100),
+        base("forward", "filter", "forward", 0),
+    ];
+    // Chains go first in the batch: rules refer to them.
+    cmds.append(&mut chains);
+    let mut rule_list: Vec<(&str, Vec<Value>)> = Vec::new();
+    for hook in ["prerouting", "output"] {
+        rule_list.push((
+            hook,
+            vec![fib_daddr_local(), json!({"jump": {"target": PUBLISHED}})],
+        ));
+    }
+    for p in ports {
+        let mut expr = Vec::new();
+        if let Some(ip) = p.host_ip
+            && !ip.is_unspecified()
+        {
+            expr.push(ip_field("daddr", "==", json!(ip.to_string())));
+        }
+        expr.push(json!({"match": {"op": "==",
+            "left": {"payload": {"protocol": p.protocol, "field": "dport"}}, "right": p.host_port}}));
+        expr.push(json!({"dnat": {"addr": p.container_ip.to_string(), "port": p.container_port}}));
+        rule_list.push((PUBLISHED, expr));
+    }
     for br in bridges {
-        // Masquerade what leaves the subnet through another interface (dockerd's
-        // `-s SUBNET ! -o BRIDGE -j MASQUERADE`).
-        b.add(rule(
-            table_name,
-            POSTROUTING,
+        if !br.internal {
+            // dockerd's `-s SUBNET ! -o BRIDGE -j MASQUERADE`.
+            rule_list.push((
+                "postrouting",
+                vec![
+                    ip_field("saddr", "==", prefix(&br.subnet)),
+                    meta("oifname", "!=", json!(br.bridge)),
+                    json!({"masquerade": null}),
+                ],
+            ));
+        }
+        // The host's connections to a port published on 127.0.0.1 keep a loopback
+        // source after DNAT; containers cannot answer that.
+        rule_list.push((
+            "postrouting",
             vec![
-                saddr_match(&br.subnet),
-                meta_match(MetaKey::Oifname, Operator::NEQ, &br.bridge),
-                Statement::Masquerade(None),
+                meta("oifname", "==", json!(br.bridge)),
+                ip_field(
+                    "saddr",
+                    "==",
+                    json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+                ),
+                json!({"masquerade": null}),
             ],
         ));
-        b.add(rule(
-            table_name,
-            FORWARD,
+        // Hairpin: a container reaching a published port of its own network would get
+        // the reply straight from the peer, not from the address it asked.
+        rule_list.push((
+            "postrouting",
             vec![
-                meta_match(MetaKey::Oifname, Operator::EQ, &br.bridge),
-                Statement::Accept(None),
-            ],
-        ));
-        b.add(rule(
-            table_name,
-            FORWARD,
-            vec![
-                meta_match(MetaKey::Iifname, Operator::EQ, &br.bridge),
-                Statement::Accept(None),
+                meta("oifname", "==", json!(br.bridge)),
+                ip_field("saddr", "==", prefix(&br.subnet)),
+                ct_status_dnat(),
+                json!({"masquerade": null}),
             ],
         ));
     }
-    b.to_nftables()
+    for br in bridges.iter().filter(|b| b.internal) {
+        rule_list.push((
+            "forward",
+            vec![
+                meta("iifname", "==", json!(br.bridge)),
+                meta("oifname", "!=", json!(br.bridge)),
+                json!({"drop": null}),
+            ],
+        ));
+        rule_list.push((
+            "forward",
+            vec![
+                meta("oifname", "==", json!(br.bridge)),
+                meta("iifname", "!=", json!(br.bridge)),
+                json!({"drop": null}),
+            ],
+        ));
+    }
+    // Published ports are reachable from every network, as through Docker's proxy.
+    rule_list.push(("forward", vec![ct_status_dnat(), json!({"accept": null})]));
+    for br in bridges {
+        let others: Vec<&str> = bridges
+            .iter()
+            .filter(|o| o.bridge != br.bridge)
+            .map(|o| o.bridge.as_str())
+            .collect();
+        if !others.is_empty() {
+            // Isolation between networks (dockerd's DOCKER-ISOLATION chains).
+            rule_list.push((
+                "forward",
+                vec![
+                    meta("iifname", "==", json!(br.bridge)),
+                    meta("oifname", "==", json!({"set": others})),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+    }
+    for br in bridges {
+        // Explicit accepts for hosts whose own forward policy would drop our traffic.
+        rule_list.push((
+            "forward",
+            vec![
+                meta("oifname", "==", json!(br.bridge)),
+                json!({"accept": null}),
+            ],
+        ));
+        rule_list.push((
+            "forward",
+            vec![
+                meta("iifname", "==", json!(br.bridge)),
+                json!({"accept": null}),
+            ],
+        ));
+    }
+    for (chain, expr) in rule_list {
+        cmds.push(json!({"add": {"rule": {"family": "ip", "table": table, "chain": chain, "expr": expr}}}));
+    }
+    parse(cmds)
+}
+
+fn parse(cmds: Vec<Value>) -> Result<Nftables<'static>> {
+    serde_json::from_value(json!({"nftables": cmds}))
+        .map_err(|e| NetError::Corrupt(format!("building the nftables batch: {e}")))
 }
 
 /// Deleting the table, tolerant of its absence (add-then-delete in one transaction).
-pub fn delete_table(table_name: &str) -> Nftables<'static> {
-    let mut b = Batch::new();
-    b.add(NfListObject::Table(table(table_name)));
-    b.delete(NfListObject::Table(table(table_name)));
-    b.to_nftables()
+pub fn delete_table(table: &str) -> Result<Nftables<'static>> {
+    let tbl = json!({"table": {"family": "ip", "name": table}});
+    parse(vec![json!({"add": tbl}), json!({"delete": tbl})])
 }
 
 /// Applies a batch with `nft -j -f -`.
@@ -158,68 +219,153 @@ pub async fn apply(batch: &Nftables<'_>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{Value, json};
+
+    fn objs(rs: &Nftables) -> Vec<Value> {
+        serde_json::to_value(rs).unwrap()["nftables"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn rules_of<'a>(objs: &'a [Value], chain: &str) -> Vec<&'a Value> {
+        objs.iter()
+            .filter_map(|o| o["add"].get("rule"))
+            .filter(|r| r["chain"] == chain)
+            .map(|r| &r["expr"])
+            .collect()
+    }
+
+    fn br(name: &str, subnet: &str, internal: bool) -> BridgeRules {
+        BridgeRules {
+            bridge: name.into(),
+            subnet: subnet.parse().unwrap(),
+            internal,
+        }
+    }
 
     #[test]
-    fn batch_rebuilds_the_table_with_nat_and_forward_rules() {
+    fn batch_rebuilds_the_table_with_nat_forward_and_ports() {
         let rs = ruleset(
             "berth_abc123",
-            &[BridgeRules {
-                bridge: "bxabc123".into(),
-                subnet: "172.29.3.0/24".parse().unwrap(),
+            &[br("bxabc123", "172.29.3.0/24", false)],
+            &[PortRule {
+                protocol: "tcp".into(),
+                host_ip: None,
+                host_port: 8080,
+                container_ip: "172.29.3.2".parse().unwrap(),
+                container_port: 80,
             }],
-        );
-        let v: Value = serde_json::to_value(&rs).unwrap();
-        let objs = v["nftables"].as_array().unwrap();
-        // add, delete, add table; 2 chains; 3 rules.
-        assert_eq!(objs.len(), 8);
+        )
+        .unwrap();
+        let o = objs(&rs);
         assert_eq!(
-            objs[0],
+            o[0],
             json!({"add": {"table": {"family": "ip", "name": "berth_abc123"}}})
         );
         assert_eq!(
-            objs[1],
+            o[1],
             json!({"delete": {"table": {"family": "ip", "name": "berth_abc123"}}})
         );
-        assert_eq!(objs[2], objs[0]);
-        let post = &objs[3]["add"]["chain"];
-        assert_eq!(post["name"], "postrouting");
-        assert_eq!(post["type"], "nat");
-        assert_eq!(post["hook"], "postrouting");
-        assert_eq!(post["prio"], 100);
-        let fwd = &objs[4]["add"]["chain"];
-        assert_eq!(fwd["type"], "filter");
-        assert_eq!(fwd["hook"], "forward");
-        assert_eq!(fwd["policy"], "accept");
-
-        let masq = &objs[5]["add"]["rule"];
-        assert_eq!(masq["chain"], "postrouting");
-        assert_eq!(masq["table"], "berth_abc123");
-        let expr = masq["expr"].as_array().unwrap();
+        let chains: Vec<&Value> = o.iter().filter_map(|x| x["add"].get("chain")).collect();
+        let names: Vec<&str> = chains.iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(
-            expr[0],
+            names,
+            [
+                "prerouting",
+                "output",
+                "published",
+                "postrouting",
+                "forward"
+            ]
+        );
+        assert_eq!(chains[0]["prio"], -100);
+        assert_eq!(chains[3]["prio"], 100);
+        assert_eq!(chains[4]["hook"], "forward");
+
+        let pre = rules_of(&o, "prerouting");
+        assert_eq!(pre.len(), 1);
+        assert_eq!(pre[0][0]["match"]["left"]["fib"]["result"], "type");
+        assert_eq!(pre[0][1], json!({"jump": {"target": "published"}}));
+        let published = rules_of(&o, "published");
+        assert_eq!(published.len(), 1);
+        assert_eq!(
+            published[0][0]["match"]["left"]["payload"]["field"],
+            "dport"
+        );
+        assert_eq!(published[0][0]["match"]["right"], 8080);
+        assert_eq!(
+            published[0][1],
+            json!({"dnat": {"addr": "172.29.3.2", "port": 80}})
+        );
+
+        let post = rules_of(&o, "postrouting");
+        assert_eq!(post.len(), 3);
+        assert_eq!(
+            post[0][0],
             json!({"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}},
-                             "right": {"prefix": {"addr": "172.29.3.0", "len": 24}},
-                             "op": "=="}})
+                             "right": {"prefix": {"addr": "172.29.3.0", "len": 24}}, "op": "=="}})
         );
         assert_eq!(
-            expr[1],
+            post[0][1],
             json!({"match": {"left": {"meta": {"key": "oifname"}}, "right": "bxabc123", "op": "!="}})
         );
-        assert_eq!(expr[2], json!({"masquerade": null}));
-        let out = &objs[6]["add"]["rule"]["expr"];
-        assert_eq!(out[0]["match"]["left"]["meta"]["key"], "oifname");
-        assert_eq!(out[1], json!({"accept": null}));
-        let inn = &objs[7]["add"]["rule"]["expr"];
-        assert_eq!(inn[0]["match"]["left"]["meta"]["key"], "iifname");
+        assert_eq!(post[0][2], json!({"masquerade": null}));
+        assert_eq!(post[2][2]["match"]["left"]["ct"]["key"], "status");
+        let fwd = rules_of(&o, "forward");
+        // ct dnat accept, then the two accepts (no isolation with one bridge).
+        assert_eq!(fwd.len(), 3);
+    }
+
+    #[test]
+    fn bridges_are_isolated_and_internal_ones_closed() {
+        let rs = ruleset(
+            "t",
+            &[
+                br("b1", "10.1.0.0/24", false),
+                br("b2", "10.2.0.0/24", true),
+            ],
+            &[PortRule {
+                protocol: "udp".into(),
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+                host_port: 5353,
+                container_ip: "10.1.0.2".parse().unwrap(),
+                container_port: 53,
+            }],
+        )
+        .unwrap();
+        let o = objs(&rs);
+        let published = rules_of(&o, "published");
+        assert_eq!(published[0][0]["match"]["right"], "127.0.0.1");
+        assert_eq!(
+            published[0][1]["match"]["left"]["payload"]["protocol"],
+            "udp"
+        );
+        // Only the non-internal bridge masquerades outbound.
+        let post = rules_of(&o, "postrouting");
+        let outbound: Vec<_> = post
+            .iter()
+            .filter(|e| e[1]["match"]["op"] == "!=")
+            .collect();
+        assert_eq!(outbound.len(), 1);
+        let fwd = rules_of(&o, "forward");
+        let drops: Vec<_> = fwd
+            .iter()
+            .filter(|e| e.as_array().unwrap().last().unwrap() == &json!({"drop": null}))
+            .collect();
+        // Two for the internal bridge, one isolation rule per bridge.
+        assert_eq!(drops.len(), 4);
+        assert!(
+            drops
+                .iter()
+                .any(|e| e[1]["match"]["right"] == json!({"set": ["b2"]}))
+        );
     }
 
     #[test]
     fn delete_is_tolerant_of_absence() {
-        let v = serde_json::to_value(delete_table("berth")).unwrap();
-        let objs = v["nftables"].as_array().unwrap();
-        assert_eq!(objs.len(), 2);
-        assert!(objs[0].get("add").is_some());
-        assert!(objs[1].get("delete").is_some());
+        let o = objs(&delete_table("berth").unwrap());
+        assert_eq!(o.len(), 2);
+        assert!(o[0].get("add").is_some());
+        assert!(o[1].get("delete").is_some());
     }
 }

@@ -4,15 +4,36 @@ use crate::error::{NetError, Result};
 use crate::ipam::{self, Addressing};
 use crate::kernel::{self, Netlink, VethPlan};
 use crate::names;
-use crate::nft::{self, BridgeRules};
+use crate::nft::{self, BridgeRules, PortRule};
 use crate::store::{self, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, EndpointRow, NetworkRow};
 use berth_kit::Roots;
 use sqlx::SqlitePool;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// The name of Docker's default bridge network.
 pub const BRIDGE_NETWORK: &str = "bridge";
+
+/// What netd is configured with besides its roots.
+#[derive(Debug, Clone)]
+pub struct NetdConfig {
+    /// The default bridge's kernel name override (`-b`).
+    pub bridge_override: Option<String>,
+    /// Where user-defined networks without `--subnet` get theirs.
+    pub address_pools: Vec<ipam::AddressPool>,
+    /// Upstream resolvers for the embedded DNS (daemon.json `dns`); empty = the host's.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+}
+
+impl Default for NetdConfig {
+    fn default() -> Self {
+        Self {
+            bridge_override: None,
+            address_pools: ipam::default_pools(),
+            dns_upstreams: Vec::new(),
+        }
+    }
+}
 
 /// The netd service state. Kernel-changing operations are serialised by `ops`, which
 /// keeps undo-on-failure simple (no other create can interleave with a rollback).
@@ -20,9 +41,36 @@ pub struct Netd {
     pool: SqlitePool,
     roots: Roots,
     table: String,
-    bridge_override: Option<String>,
+    config: NetdConfig,
+    port_range: (u16, u16),
     nl: Netlink,
+    dns: crate::dns::Dns,
     ops: tokio::sync::Mutex<()>,
+}
+
+/// What a container asks of its endpoint on one network.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRequest {
+    pub container_id: String,
+    pub network: String,
+    pub container_name: String,
+    pub aliases: Vec<String>,
+    pub ipv4_address: String,
+    pub ports: Vec<store::PortRequest>,
+    pub dns_servers: Vec<String>,
+}
+
+/// What `docker network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest {
+    pub name: String,
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub ip_range: String,
+    pub internal: bool,
+    pub labels: std::collections::HashMap<String, String>,
+    pub options: std::collections::HashMap<String, String>,
 }
 
 /// Finds a network by name, full id or unique id prefix (Docker's lookup order).
@@ -57,6 +105,25 @@ fn validate_bridge_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Docker's network name rule.
+fn validate_network_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::InvalidArgument(format!(
+            "invalid network name \"{name}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
 fn new_network(name: &str, driver: &str, addr: Option<&Addressing>, bridge: &str) -> NetworkRow {
     NetworkRow {
         id: names::random_id(),
@@ -68,53 +135,71 @@ fn new_network(name: &str, driver: &str, addr: Option<&Addressing>, bridge: &str
         created: names::now_rfc3339(),
         labels: "{}".to_string(),
         internal: false,
+        ip_range: addr
+            .and_then(|a| a.ip_range)
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        options: "{}".to_string(),
     }
+}
+
+/// The kernel's ephemeral port range, where Docker takes `-P` ports from.
+fn ephemeral_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|(lo, hi)| lo <= hi && *lo > 0)
+        .unwrap_or((32768, 60999))
 }
 
 impl Netd {
     /// Connects to the kernel; nothing is changed until [`Netd::reconcile`].
-    pub fn new(pool: SqlitePool, roots: Roots, bridge_override: Option<String>) -> Result<Self> {
-        if let Some(b) = &bridge_override {
+    pub fn new(pool: SqlitePool, roots: Roots, config: NetdConfig) -> Result<Self> {
+        if let Some(b) = &config.bridge_override {
             validate_bridge_name(b)?;
         }
+        let dns = crate::dns::Dns::new(pool.clone(), config.dns_upstreams.clone());
         Ok(Self {
             table: roots.nft_table(),
             pool,
             roots,
-            bridge_override,
+            config,
+            port_range: ephemeral_port_range(),
             nl: Netlink::host()?,
+            dns,
             ops: tokio::sync::Mutex::new(()),
         })
     }
 
     fn wanted_bridge(&self) -> String {
-        self.bridge_override
+        self.config
+            .bridge_override
             .clone()
             .unwrap_or_else(|| self.roots.bridge_name())
     }
 
     /// Brings the kernel in line with the records before serving: the three Docker
-    /// networks exist, the bridge has its address and is up, forwarding is on, the nft
-    /// table is rebuilt, and endpoints are checked. Running containers are not touched:
-    /// only missing pieces are added and unowned ones removed.
+    /// networks exist, every bridge has its address and is up, forwarding is on, the nft
+    /// table is rebuilt, endpoints are checked and DNS servers started. Running
+    /// containers are not touched: only missing pieces are added and unowned ones removed.
     pub async fn reconcile(&self, bip: Option<&str>) -> Result<()> {
         let _g = self.ops.lock().await;
         let bridge_net = self.ensure_networks(bip).await?;
-        let addr = bridge_net.addressing()?;
-        let br_idx = self
-            .nl
-            .ensure_bridge(&bridge_net.bridge, addr.gateway_net())
-            .await?;
+        let mut bridges = HashMap::new();
+        for net in store::networks(&self.pool).await? {
+            if net.driver == DRIVER_BRIDGE {
+                let idx = self.ensure_bridge(&net).await?;
+                bridges.insert(net.id.clone(), idx);
+            }
+        }
         kernel::enable_ip_forward().await?;
-        self.reconcile_endpoints(br_idx).await?;
-        nft::apply(&nft::ruleset(
-            &self.table,
-            &[BridgeRules {
-                bridge: bridge_net.bridge.clone(),
-                subnet: addr.subnet,
-            }],
-        ))
-        .await?;
+        self.reconcile_endpoints(&bridges).await?;
+        self.apply_rules().await?;
+        self.dns.reconcile().await;
+        let addr = bridge_net.addressing()?;
         tracing::info!(
             bridge = %bridge_net.bridge,
             subnet = %addr.subnet,
@@ -123,6 +208,51 @@ impl Netd {
             "network state reconciled"
         );
         Ok(())
+    }
+
+    async fn ensure_bridge(&self, net: &NetworkRow) -> Result<u32> {
+        let addr = net.addressing()?;
+        let idx = self
+            .nl
+            .ensure_bridge(&net.bridge, addr.gateway_net())
+            .await?;
+        kernel::enable_route_localnet(&net.bridge).await?;
+        Ok(idx)
+    }
+
+    /// Rebuilds the nft table from the records (bridges, published ports).
+    async fn apply_rules(&self) -> Result<()> {
+        let nets = store::networks(&self.pool).await?;
+        let bridges: Vec<BridgeRules> = nets
+            .iter()
+            .filter(|n| n.driver == DRIVER_BRIDGE)
+            .map(|n| {
+                Ok(BridgeRules {
+                    bridge: n.bridge.clone(),
+                    subnet: n.addressing()?.subnet,
+                    internal: n.internal,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let eps = store::endpoints(&self.pool).await?;
+        let mut ports = Vec::new();
+        for p in store::ports(&self.pool).await? {
+            let Some(ip) = eps
+                .iter()
+                .find(|e| e.container_id == p.container_id && e.network_id == p.network_id)
+                .and_then(|e| e.ipv4().ok().flatten())
+            else {
+                continue;
+            };
+            ports.push(PortRule {
+                protocol: p.protocol.clone(),
+                host_ip: p.host_ip.parse().ok(),
+                host_port: u16::try_from(p.host_port).unwrap_or(0),
+                container_ip: ip,
+                container_port: u16::try_from(p.container_port).unwrap_or(0),
+            });
+        }
+        nft::apply(&nft::ruleset(&self.table, &bridges, &ports)?).await
     }
 
     async fn ensure_networks(&self, bip: Option<&str>) -> Result<NetworkRow> {
@@ -179,28 +309,34 @@ impl Netd {
             .ok_or_else(|| NetError::Corrupt("bridge network vanished".into()))
     }
 
-    async fn reconcile_endpoints(&self, br_idx: u32) -> Result<()> {
+    async fn reconcile_endpoints(&self, bridges: &HashMap<String, u32>) -> Result<()> {
         let nets = store::networks(&self.pool).await?;
         let mut owned_veths = HashSet::new();
         let mut owned_netns = HashSet::new();
-        for ep in store::endpoints(&self.pool).await? {
-            let net = nets.iter().find(|n| n.id == ep.network_id);
-            if !ep.netns_path.is_empty() && !kernel::is_netns(Path::new(&ep.netns_path)) {
-                tracing::info!(container = %ep.container_id, netns = %ep.netns_path,
-                    "netns gone: releasing endpoint");
-                self.release(&ep).await;
+        for sb in store::sandboxes(&self.pool).await? {
+            if !kernel::is_netns(Path::new(&sb.netns_path)) {
+                tracing::info!(container = %sb.container_id, netns = %sb.netns_path,
+                    "netns gone: releasing the container's endpoints");
+                self.release_container(&sb.container_id).await;
                 continue;
             }
+            owned_netns.insert(sb.netns_path.clone());
+        }
+        for ep in store::endpoints(&self.pool).await? {
             owned_veths.insert(ep.host_veth.clone());
-            owned_netns.insert(ep.netns_path.clone());
-            if let Some(net) = net
-                && let Err(e) = self.ensure_plumbing(&ep, net, Some(br_idx)).await
+            let Some(net) = nets.iter().find(|n| n.id == ep.network_id) else {
+                continue;
+            };
+            if let Err(e) = self
+                .ensure_plumbing(&ep, net, bridges.get(&net.id).copied())
+                .await
             {
                 tracing::warn!(container = %ep.container_id, "repairing endpoint failed: {e}");
             }
         }
+        let bridge_indices: HashSet<u32> = bridges.values().copied().collect();
         for (_, name, ctl) in self.nl.links().await? {
-            if ctl == Some(br_idx)
+            if ctl.is_some_and(|c| bridge_indices.contains(&c))
                 && names::is_host_veth_name(&name)
                 && !owned_veths.contains(&name)
             {
@@ -213,7 +349,7 @@ impl Netd {
             for e in entries.flatten() {
                 let p = e.path();
                 if !owned_netns.contains(p.to_string_lossy().as_ref()) {
-                    tracing::info!(netns = %p.display(), "deleting netns no endpoint owns");
+                    tracing::info!(netns = %p.display(), "deleting netns no container owns");
                     kernel::remove_netns(&p)?;
                 }
             }
@@ -222,8 +358,8 @@ impl Netd {
     }
 
     /// Makes the kernel side of `ep` complete: namespace, and for bridge endpoints the
-    /// veth attached to the bridge with eth0 configured. Existing pieces are kept as they
-    /// are (a running container's interface is never recreated).
+    /// veth attached to the bridge with its interface configured. Existing pieces are
+    /// kept as they are (a running container's interface is never recreated).
     async fn ensure_plumbing(
         &self,
         ep: &EndpointRow,
@@ -241,11 +377,7 @@ impl Netd {
         let addr = net.addressing()?;
         let br_idx = match br_idx {
             Some(i) => i,
-            None => {
-                self.nl
-                    .ensure_bridge(&net.bridge, addr.gateway_net())
-                    .await?
-            }
+            None => self.ensure_bridge(net).await?,
         };
         if let Some(link) = self.nl.link(&ep.host_veth).await? {
             let attached = link.attributes.iter().any(|a| {
@@ -261,15 +393,18 @@ impl Netd {
         let ip = ep
             .ipv4()?
             .ok_or_else(|| NetError::Corrupt(format!("endpoint {} has no ip", ep.container_id)))?;
+        let index = names::ifname_index(&ep.ifname).unwrap_or(0);
         let plan = VethPlan {
             host: ep.host_veth.clone(),
-            peer: names::peer_veth_name(&ep.container_id),
+            peer: names::peer_veth_name(&ep.container_id, index),
             bridge_index: br_idx,
             netns: ns.to_path_buf(),
             mac: names::mac_for_ip(ip),
             ip,
             prefix_len: addr.subnet.prefix_len(),
             gateway: addr.gateway,
+            ifname: ep.ifname.clone(),
+            default_route: index == 0,
         };
         if let Err(e) = self.nl.plumb_veth(&plan).await {
             let _ = self.nl.delete_link(&plan.host).await;
@@ -279,24 +414,39 @@ impl Netd {
         Ok(())
     }
 
-    /// Removes every kernel object of `ep` and its record; best effort, logged.
-    async fn release(&self, ep: &EndpointRow) {
-        if !ep.host_veth.is_empty()
-            && let Err(e) = self.nl.delete_link(&ep.host_veth).await
-        {
-            tracing::warn!(veth = %ep.host_veth, "deleting veth: {e}");
+    /// Removes the kernel objects of one endpoint and its record; best effort, logged.
+    async fn release_endpoint(&self, ep: &EndpointRow) {
+        if !ep.host_veth.is_empty() {
+            if let Err(e) = self.nl.delete_link(&ep.host_veth).await {
+                tracing::warn!(veth = %ep.host_veth, "deleting veth: {e}");
+            }
+            let index = names::ifname_index(&ep.ifname).unwrap_or(0);
+            let peer = names::peer_veth_name(&ep.container_id, index);
+            if let Err(e) = self.nl.delete_link(&peer).await {
+                tracing::warn!(veth = %peer, "deleting veth: {e}");
+            }
         }
-        let peer = names::peer_veth_name(&ep.container_id);
-        if let Err(e) = self.nl.delete_link(&peer).await {
-            tracing::warn!(veth = %peer, "deleting veth: {e}");
-        }
-        if !ep.netns_path.is_empty()
-            && let Err(e) = kernel::remove_netns(Path::new(&ep.netns_path))
-        {
-            tracing::warn!(netns = %ep.netns_path, "removing netns: {e}");
-        }
-        if let Err(e) = store::delete_endpoint(&self.pool, &ep.container_id).await {
+        if let Err(e) = store::delete_endpoint(&self.pool, &ep.container_id, &ep.network_id).await {
             tracing::warn!(container = %ep.container_id, "deleting endpoint record: {e}");
+        }
+    }
+
+    /// Removes everything of a container: endpoints, namespace, DNS server, records;
+    /// best effort, logged.
+    async fn release_container(&self, container_id: &str) {
+        self.dns.stop(container_id);
+        if let Ok(eps) = store::container_endpoints(&self.pool, container_id).await {
+            for ep in eps {
+                self.release_endpoint(&ep).await;
+            }
+        }
+        if let Ok(Some(sb)) = store::sandbox(&self.pool, container_id).await
+            && let Err(e) = kernel::remove_netns(Path::new(&sb.netns_path))
+        {
+            tracing::warn!(netns = %sb.netns_path, "removing netns: {e}");
+        }
+        if let Err(e) = store::delete_sandbox(&self.pool, container_id).await {
+            tracing::warn!(container = %container_id, "deleting sandbox record: {e}");
         }
     }
 
@@ -312,35 +462,64 @@ impl Netd {
         })
     }
 
-    /// Creates (idempotently) the endpoint of `container_id` on `network`. On failure
-    /// everything done so far is undone.
-    #[tracing::instrument(name = "endpoint.create", skip_all, fields(container.id = container_id, network.name = network))]
+    /// Creates (idempotently) the endpoint of a container on a network: its namespace
+    /// when it is the first, an interface, an address, published ports and DNS. On
+    /// failure everything done for this endpoint is undone.
+    #[tracing::instrument(name = "endpoint.create", skip_all, fields(container.id = %req.container_id, network.name = %req.network))]
     pub async fn create_endpoint(
         &self,
-        container_id: &str,
-        network: &str,
+        req: &EndpointRequest,
     ) -> Result<(EndpointRow, NetworkRow)> {
+        let container_id = req.container_id.as_str();
         names::validate_container_id(container_id)?;
-        let net = self.network_for_endpoint(network).await?;
+        let net = self.network_for_endpoint(&req.network).await?;
+        let requested_ip = if req.ipv4_address.is_empty() {
+            None
+        } else {
+            Some(req.ipv4_address.parse().map_err(|_| {
+                NetError::InvalidArgument(format!("invalid IPv4 address: {}", req.ipv4_address))
+            })?)
+        };
+        if requested_ip.is_some() && !net.is_user_defined_bridge() {
+            return Err(NetError::InvalidArgument(
+                "user specified IP address is supported on user defined networks only".into(),
+            ));
+        }
         let _g = self.ops.lock().await;
-        if let Some(ep) = store::endpoint(&self.pool, container_id).await? {
-            if ep.network_id != net.id {
-                return Err(NetError::AlreadyExists(format!(
-                    "container {container_id} already has an endpoint on another network"
-                )));
-            }
+        if let Some(ep) = store::endpoint(&self.pool, container_id, &net.id).await? {
             self.ensure_plumbing(&ep, &net, None).await?;
             return Ok((ep, net));
         }
-        let (host_veth, netns_path, addressing) = match net.driver.as_str() {
-            DRIVER_HOST => (String::new(), String::new(), None),
+        let existing = store::container_endpoints(&self.pool, container_id).await?;
+        if !existing.is_empty() {
+            let nets = store::networks(&self.pool).await?;
+            let driver_of = |id: &str| {
+                nets.iter()
+                    .find(|n| n.id == id)
+                    .map(|n| n.driver.clone())
+                    .unwrap_or_default()
+            };
+            let has = |driver: &str| existing.iter().any(|e| driver_of(&e.network_id) == driver);
+            if net.driver == DRIVER_HOST || has(DRIVER_HOST) {
+                return Err(NetError::Forbidden(
+                    "container sharing network namespace with host cannot be connected to network"
+                        .into(),
+                ));
+            }
+            if net.driver == DRIVER_NULL || has(DRIVER_NULL) {
+                return Err(NetError::Forbidden(
+                    "container cannot be connected to multiple networks with one of the networks in private (none) mode"
+                        .into(),
+                ));
+            }
+        }
+        let (netns_path, addressing) = match net.driver.as_str() {
+            DRIVER_HOST => (String::new(), None),
             DRIVER_NULL => (
-                String::new(),
                 self.roots.netns_path(container_id).display().to_string(),
                 None,
             ),
             _ => (
-                names::host_veth_name(container_id),
                 self.roots.netns_path(container_id).display().to_string(),
                 Some(net.addressing()?),
             ),
@@ -349,16 +528,44 @@ impl Netd {
             &self.pool,
             &store::NewEndpoint {
                 container_id: container_id.to_string(),
+                container_name: req.container_name.clone(),
                 network_id: net.id.clone(),
-                host_veth,
                 netns_path,
                 addressing,
+                requested_ip,
+                aliases: req.aliases.clone(),
+                dns_servers: req.dns_servers.clone(),
+                ports: if net.driver == DRIVER_BRIDGE {
+                    req.ports.clone()
+                } else {
+                    Vec::new()
+                },
+                port_range: self.port_range,
             },
         )
         .await?;
-        if let Err(e) = self.ensure_plumbing(&ep, &net, None).await {
+        let first = existing.is_empty();
+        let done = async {
+            self.ensure_plumbing(&ep, &net, None).await?;
+            self.apply_rules().await?;
+            self.dns.refresh().await?;
+            if net.is_user_defined_bridge() {
+                self.dns.ensure_server(container_id).await?;
+            }
+            Ok::<_, NetError>(())
+        }
+        .await;
+        if let Err(e) = done {
             tracing::warn!(container = %container_id, "creating endpoint failed, undoing: {e}");
-            self.release(&ep).await;
+            if first {
+                self.release_container(container_id).await;
+            } else {
+                self.release_endpoint(&ep).await;
+            }
+            if let Err(e2) = self.apply_rules().await {
+                tracing::warn!("restoring nft rules after a failed endpoint: {e2}");
+            }
+            let _ = self.dns.refresh().await;
             return Err(e);
         }
         tracing::info!(container = %container_id, network = %net.name,
@@ -366,48 +573,67 @@ impl Netd {
         Ok((ep, net))
     }
 
-    /// Deletes the endpoint of `container_id`: veth, address, namespace, record. Missing
-    /// is success; objects named after the container are removed even without a record.
-    pub async fn remove_endpoint(&self, container_id: &str) -> Result<()> {
+    /// Deletes the endpoint of `container_id` on `network` (docker network disconnect),
+    /// or with an empty `network` every endpoint and the namespace (container removal).
+    /// Missing is success; objects named after the container are removed even without
+    /// a record.
+    pub async fn remove_endpoint(&self, container_id: &str, network: &str) -> Result<()> {
         names::validate_container_id(container_id)?;
         let _g = self.ops.lock().await;
-        let ep = match store::endpoint(&self.pool, container_id).await? {
-            Some(ep) => ep,
-            None => EndpointRow {
-                container_id: container_id.to_string(),
-                network_id: String::new(),
-                endpoint_id: String::new(),
-                ip: None,
-                prefix_len: 0,
-                mac: String::new(),
-                // Another container whose id shares the short prefix may own this name.
-                host_veth: {
-                    let name = names::host_veth_name(container_id);
-                    let taken = store::endpoints(&self.pool)
-                        .await?
-                        .iter()
-                        .any(|e| e.host_veth == name);
-                    if taken { String::new() } else { name }
-                },
-                netns_path: self.roots.netns_path(container_id).display().to_string(),
-                created: String::new(),
-            },
+        if !network.is_empty() {
+            let net = self.network_for_endpoint(network).await?;
+            let Some(ep) = store::endpoint(&self.pool, container_id, &net.id).await? else {
+                return Err(NetError::Forbidden(format!(
+                    "container {container_id} is not connected to network {}",
+                    net.name
+                )));
+            };
+            if net.driver == DRIVER_HOST {
+                return Err(NetError::Forbidden(
+                    "container cannot be disconnected from host network or connected to host network".into(),
+                ));
+            }
+            if !ep.host_veth.is_empty() {
+                self.nl.delete_link(&ep.host_veth).await?;
+            }
+            store::delete_endpoint(&self.pool, container_id, &net.id).await?;
+            self.apply_rules().await?;
+            self.dns.refresh().await?;
+            tracing::info!(container = %container_id, network = %net.name, "endpoint removed");
+            return Ok(());
+        }
+        let eps = store::container_endpoints(&self.pool, container_id).await?;
+        let all = store::endpoints(&self.pool).await?;
+        self.dns.stop(container_id);
+        // Another container whose id shares the short prefix may own this name.
+        let guessed = names::host_veth_name(container_id, 0);
+        let mut veths: Vec<String> = eps.iter().map(|e| e.host_veth.clone()).collect();
+        if eps.is_empty() && !all.iter().any(|e| e.host_veth == guessed) {
+            veths.push(guessed);
+        }
+        for v in veths.iter().filter(|v| !v.is_empty()) {
+            self.nl.delete_link(v).await?;
+        }
+        let netns = match store::sandbox(&self.pool, container_id).await? {
+            Some(sb) => sb.netns_path,
+            None => self.roots.netns_path(container_id).display().to_string(),
         };
-        if !ep.host_veth.is_empty() {
-            self.nl.delete_link(&ep.host_veth).await?;
+        kernel::remove_netns(Path::new(&netns))?;
+        store::delete_sandbox(&self.pool, container_id).await?;
+        if !eps.is_empty() {
+            self.apply_rules().await?;
+            self.dns.refresh().await?;
         }
-        if !ep.netns_path.is_empty() {
-            kernel::remove_netns(Path::new(&ep.netns_path))?;
-        }
-        store::delete_endpoint(&self.pool, container_id).await?;
-        tracing::info!(container = %container_id, "endpoint removed");
+        tracing::info!(container = %container_id, "endpoints removed");
         Ok(())
     }
 
-    /// The endpoint of `container_id` with its network.
+    /// The container's first endpoint (eth0, or its only one) with its network.
     pub async fn get_endpoint(&self, container_id: &str) -> Result<(EndpointRow, NetworkRow)> {
-        let ep = store::endpoint(&self.pool, container_id)
+        let ep = store::container_endpoints(&self.pool, container_id)
             .await?
+            .into_iter()
+            .next()
             .ok_or_else(|| {
                 NetError::NotFound(format!("no endpoint for container {container_id}"))
             })?;
@@ -434,31 +660,176 @@ impl Netd {
         resolve_network(&rows, key).cloned()
     }
 
-    /// Endpoints, optionally of one network only.
-    pub async fn list_endpoints(&self, network: &str) -> Result<Vec<(EndpointRow, NetworkRow)>> {
+    /// Endpoints, optionally of one network and/or one container only, with their
+    /// networks, sandboxes' names and published ports.
+    pub async fn list_endpoints(
+        &self,
+        network: &str,
+        container_id: &str,
+    ) -> Result<Vec<EndpointView>> {
         let rows = store::networks(&self.pool).await?;
         let only = if network.is_empty() {
             None
         } else {
             Some(resolve_network(&rows, network)?.id.clone())
         };
+        let sandboxes = store::sandboxes(&self.pool).await?;
+        let ports = store::ports(&self.pool).await?;
         Ok(store::endpoints(&self.pool)
             .await?
             .into_iter()
             .filter(|ep| only.as_ref().is_none_or(|id| *id == ep.network_id))
+            .filter(|ep| container_id.is_empty() || ep.container_id == container_id)
             .filter_map(|ep| {
                 let net = rows.iter().find(|n| n.id == ep.network_id)?.clone();
-                Some((ep, net))
+                let name = sandboxes
+                    .iter()
+                    .find(|s| s.container_id == ep.container_id)
+                    .map(|s| s.container_name.clone())
+                    .unwrap_or_default();
+                let ports = ports
+                    .iter()
+                    .filter(|p| p.container_id == ep.container_id && p.network_id == ep.network_id)
+                    .cloned()
+                    .collect();
+                Some(EndpointView {
+                    endpoint: ep,
+                    network: net,
+                    container_name: name,
+                    ports,
+                })
             })
             .collect())
     }
 
+    /// The endpoint view of one container on one network.
+    pub async fn endpoint_view(
+        &self,
+        container_id: &str,
+        network_id: &str,
+    ) -> Result<EndpointView> {
+        self.list_endpoints(network_id, container_id)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| NetError::NotFound(format!("no endpoint for container {container_id}")))
+    }
+
+    /// `docker network create`: a record, a bridge, rules. Undone on failure.
+    pub async fn create_network(&self, req: &NetworkRequest) -> Result<NetworkRow> {
+        validate_network_name(&req.name)?;
+        if !matches!(req.driver.as_str(), "" | DRIVER_BRIDGE) {
+            return Err(NetError::NotFound(format!(
+                "could not find plugin {} in v1 plugin registry: plugin not found",
+                req.driver
+            )));
+        }
+        if matches!(req.name.as_str(), "bridge" | "host" | "none") {
+            return Err(NetError::Forbidden(format!(
+                "{} is a pre-defined network and cannot be created",
+                req.name
+            )));
+        }
+        let requested = if req.subnet.is_empty() {
+            if !req.gateway.is_empty() || !req.ip_range.is_empty() {
+                return Err(NetError::InvalidArgument(
+                    "invalid pool request: a gateway or ip-range needs a subnet".into(),
+                ));
+            }
+            None
+        } else {
+            Some(ipam::parse_user_addressing(
+                &req.subnet,
+                &req.gateway,
+                &req.ip_range,
+            )?)
+        };
+        let _g = self.ops.lock().await;
+        let host_used = self.nl.used_networks().await?;
+        let id = names::random_id();
+        let mut row = new_network(
+            &req.name,
+            DRIVER_BRIDGE,
+            None,
+            &names::user_bridge_name(&id),
+        );
+        row.id = id;
+        row.internal = req.internal;
+        row.labels = serde_json::to_string(&req.labels).unwrap_or_else(|_| "{}".into());
+        row.options = serde_json::to_string(&req.options).unwrap_or_else(|_| "{}".into());
+        let pools = self.config.address_pools.clone();
+        let row = store::create_network(&self.pool, row, |used| match requested {
+            Some(a) => Ok(a),
+            None => {
+                let mut all = used.to_vec();
+                all.extend(host_used.iter().copied());
+                ipam::choose_from_pools(&pools, &all).ok_or_else(|| {
+                    NetError::Forbidden(
+                        "all predefined address pools have been fully subnetted".into(),
+                    )
+                })
+            }
+        })
+        .await?;
+        let done = async {
+            self.ensure_bridge(&row).await?;
+            self.apply_rules().await
+        }
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(network = %row.name, "creating network failed, undoing: {e}");
+            let _ = self.nl.delete_link(&row.bridge).await;
+            let _ = store::delete_network(&self.pool, &row.id).await;
+            let _ = self.apply_rules().await;
+            return Err(e);
+        }
+        tracing::info!(network = %row.name, subnet = %row.subnet, bridge = %row.bridge, "network created");
+        Ok(row)
+    }
+
+    /// `docker network rm`: refused while containers are attached.
+    pub async fn remove_network(&self, key: &str) -> Result<()> {
+        let _g = self.ops.lock().await;
+        let rows = store::networks(&self.pool).await?;
+        let net = resolve_network(&rows, key)?.clone();
+        if matches!(net.name.as_str(), "bridge" | "host" | "none") {
+            return Err(NetError::Forbidden(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let users = store::container_ids_on(&self.pool, &net.id).await?;
+        if !users.is_empty() {
+            return Err(NetError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                net.name, net.id
+            )));
+        }
+        // The bridge goes first: a crash after this leaves a record whose bridge the next
+        // start recreates, never a bridge without a record.
+        self.nl.delete_link(&net.bridge).await?;
+        let users = store::delete_network(&self.pool, &net.id).await?;
+        if !users.is_empty() {
+            self.ensure_bridge(&net).await?;
+            return Err(NetError::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                net.name, net.id
+            )));
+        }
+        self.apply_rules().await?;
+        tracing::info!(network = %net.name, "network removed");
+        Ok(())
+    }
+
     /// Deletes every kernel object of this instance: endpoints' veths and namespaces,
-    /// the bridge and the nft table. Records of networks are kept; endpoint records go.
+    /// the bridges and the nft table. Network records are kept; endpoint records go.
     pub async fn teardown(&self) -> Result<()> {
         let _g = self.ops.lock().await;
+        for sb in store::sandboxes(&self.pool).await? {
+            self.release_container(&sb.container_id).await;
+        }
         for ep in store::endpoints(&self.pool).await? {
-            self.release(&ep).await;
+            self.release_endpoint(&ep).await;
         }
         let dir = self.roots.run_root.join("netns");
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -467,10 +838,10 @@ impl Netd {
             }
         }
         let mut bridges = vec![self.wanted_bridge()];
-        if let Some(row) = store::network_by_name(&self.pool, BRIDGE_NETWORK).await?
-            && !bridges.contains(&row.bridge)
-        {
-            bridges.push(row.bridge);
+        for n in store::networks(&self.pool).await? {
+            if n.driver == DRIVER_BRIDGE && !bridges.contains(&n.bridge) {
+                bridges.push(n.bridge);
+            }
         }
         for br in &bridges {
             if let Some(idx) = self.nl.link_index(br).await? {
@@ -483,10 +854,19 @@ impl Netd {
                 tracing::info!(bridge = %br, "bridge deleted");
             }
         }
-        nft::apply(&nft::delete_table(&self.table)).await?;
+        nft::apply(&nft::delete_table(&self.table)?).await?;
         tracing::info!(table = %self.table, "nft table deleted");
         Ok(())
     }
+}
+
+/// An endpoint with what the gateway shows next to it.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub endpoint: EndpointRow,
+    pub network: NetworkRow,
+    pub container_name: String,
+    pub ports: Vec<store::PortRow>,
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 use berth_kit::Roots;
 use berth_proto::networks::networks_client::NetworksClient;
 use berth_proto::networks::{
-    CreateEndpointRequest, GetEndpointRequest, GetNetworkRequest, ListEndpointsRequest,
-    ListNetworksRequest, RemoveEndpointRequest,
+    CreateEndpointRequest, CreateNetworkRequest, GetEndpointRequest, GetNetworkRequest,
+    ListEndpointsRequest, ListNetworksRequest, PortBinding, RemoveEndpointRequest,
+    RemoveNetworkRequest,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,9 +56,13 @@ impl Instance {
     }
 
     async fn start(&mut self) {
+        self.start_with(&["--bip", BIP]).await;
+    }
+
+    async fn start_with(&mut self, extra: &[&str]) {
         let child = Command::new(BIN)
             .args(self.args())
-            .args(["--bip", BIP])
+            .args(extra)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -100,6 +105,16 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         self.kill9();
+        // User-defined networks' bridges (br-*) and veths: the instance's own teardown
+        // knows them from its records.
+        quiet(&[
+            BIN,
+            "--data-root",
+            &self.data.path().display().to_string(),
+            "--exec-root",
+            &self.run.path().display().to_string(),
+            "--teardown",
+        ]);
         let bridge = self.roots.bridge_name();
         if let Ok(out) = Command::new("ip")
             .args(["-o", "link", "show", "master", &bridge])
@@ -185,6 +200,7 @@ async fn create(
     c.create_endpoint(CreateEndpointRequest {
         container_id: id.into(),
         network: network.into(),
+        ..Default::default()
     })
     .await
     .unwrap_or_else(|e| panic!("CreateEndpoint {id} on {network}: {e}"))
@@ -272,6 +288,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         .create_endpoint(CreateEndpointRequest {
             container_id: random_id(),
             network: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -286,6 +303,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         .create_endpoint(CreateEndpointRequest {
             container_id: bad.clone(),
             network: "bridge".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -299,6 +317,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         .create_endpoint(CreateEndpointRequest {
             container_id: twin,
             network: "bridge".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -338,6 +357,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
     let listed = c
         .list_endpoints(ListEndpointsRequest {
             network: "bridge".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -409,6 +429,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
     for _ in 0..2 {
         c.remove_endpoint(RemoveEndpointRequest {
             container_id: a.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -432,6 +453,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
     ping(&e2.netns_path, "172.29.250.3");
     c.remove_endpoint(RemoveEndpointRequest {
         container_id: n.clone(),
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -450,4 +472,348 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(left, 0, "netns files left in {}", netns_dir.display());
+}
+
+/// A UDP resolver on 127.0.0.1 that answers every A query with 198.51.100.7 (a
+/// documentation address nothing routes to); returns its port.
+fn fake_upstream() -> u16 {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // Header: same id, QR+RD+RA, one question, one answer.
+            let mut out = buf[..n].to_vec();
+            out[2] = 0x81;
+            out[3] = 0x80;
+            out[6] = 0;
+            out[7] = 1;
+            // The answer: a pointer to the question's name, A, IN, TTL 60, 4 bytes.
+            out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 51, 100, 7]);
+            let _ = sock.send_to(&out, from);
+        }
+    });
+    port
+}
+
+/// The host's first global IPv4 address (not loopback, not one of our bridges).
+fn host_address() -> Option<String> {
+    let (_, out) = run(&["ip", "-o", "-4", "addr", "show", "scope", "global"]);
+    out.lines()
+        .filter(|l| !l.contains(" br-") && !l.contains(" bx") && !l.contains(" berth"))
+        .find_map(|l| {
+            let addr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+            Some(addr.split('/').next()?.to_string())
+        })
+}
+
+/// busybox httpd serving `text` at /index.html inside `ns` on port 80; killed on drop
+/// (the directory lives as long as the server).
+struct Httpd(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Httpd {
+    fn start(ns: &str, text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), text).unwrap();
+        let child = Command::new("nsenter")
+            .args([
+                &format!("--net={ns}"),
+                "busybox",
+                "httpd",
+                "-f",
+                "-p",
+                "80",
+                "-h",
+            ])
+            .arg(dir.path())
+            .spawn()
+            .unwrap();
+        Self(child, dir)
+    }
+}
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fetch(ns: Option<&str>, url: &str) -> (bool, String) {
+    // Debian's busybox wget crashes with -T; `timeout` bounds it instead.
+    let cmd = ["timeout", "5", "busybox", "wget", "-q", "-O", "-", url];
+    let mut last = (false, String::new());
+    // httpd may need a moment to listen.
+    for _ in 0..20 {
+        last = match ns {
+            Some(ns) => in_ns(ns, &cmd),
+            None => run(&cmd),
+        };
+        if last.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    last
+}
+
+async fn connect(
+    c: &mut NetworksClient<Channel>,
+    id: &str,
+    network: &str,
+    name: &str,
+    aliases: &[&str],
+    ports: Vec<PortBinding>,
+) -> berth_proto::networks::Endpoint {
+    c.create_endpoint(CreateEndpointRequest {
+        container_id: id.into(),
+        network: network.into(),
+        container_name: name.into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        ports,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("CreateEndpoint {name} on {network}: {e}"))
+    .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_networks_dns_ports_and_isolation() {
+    let mut inst = Instance::new();
+    let upstream = fake_upstream();
+    let dns = format!("127.0.0.1:{upstream}");
+    inst.start_with(&["--bip", "172.29.251.1/24", "--dns", &dns])
+        .await;
+    let mut c = inst.client();
+
+    let front = c
+        .create_network(CreateNetworkRequest {
+            name: "front".into(),
+            subnet: "172.29.252.0/24".into(),
+            ip_range: "172.29.252.128/25".into(),
+            labels: [("tier".to_string(), "web".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(front.gateway, "172.29.252.1");
+    assert_eq!(front.bridge, format!("br-{}", &front.id[..12]));
+    assert_eq!(front.labels["tier"], "web");
+    let err = c
+        .create_network(CreateNetworkRequest {
+            name: "front".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    let err = c
+        .create_network(CreateNetworkRequest {
+            name: "overlapping".into(),
+            subnet: "172.29.252.0/25".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    let err = c
+        .create_network(CreateNetworkRequest {
+            name: "bad name!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let back = c
+        .create_network(CreateNetworkRequest {
+            name: "back".into(),
+            subnet: "172.29.253.0/24".into(),
+            internal: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // web and api on front; api also on back (eth1); db on back only.
+    let (web, api, db) = (random_id(), random_id(), random_id());
+    let e_web = connect(
+        &mut c,
+        &web,
+        "front",
+        "web",
+        &["www"],
+        vec![PortBinding {
+            protocol: "tcp".into(),
+            container_port: 80,
+            host_ip: String::new(),
+            host_port: 0,
+        }],
+    )
+    .await;
+    assert_eq!(e_web.ip_address, "172.29.252.128", "--ip-range is honoured");
+    assert_eq!(e_web.dns_names, ["web", &web[..12], "www"]);
+    let host_port = e_web.ports[0].host_port;
+    assert!(host_port >= 1024, "{:?}", e_web.ports);
+    let e_api = connect(&mut c, &api, "front", "api", &[], vec![]).await;
+    let e_api_back = connect(&mut c, &api, "back", "api", &["backend"], vec![]).await;
+    assert_eq!(e_api_back.interface_name, "eth1");
+    let e_db = connect(&mut c, &db, "back", "db", &[], vec![]).await;
+    let (_, routes) = in_ns(&e_api.netns_path, &["ip", "route"]);
+    assert_eq!(routes.matches("default").count(), 1, "{routes}");
+
+    // DNS: names, aliases and short ids on shared networks only; others forwarded.
+    let lookup = |ns: &str, name: &str| in_ns(ns, &["busybox", "nslookup", name, "127.0.0.11"]);
+    let (ok, out) = lookup(&e_api.netns_path, "web");
+    assert!(ok && out.contains(&e_web.ip_address), "{out}");
+    let (ok, out) = lookup(&e_api.netns_path, "WWW");
+    assert!(ok && out.contains(&e_web.ip_address), "{out}");
+    let (ok, out) = lookup(&e_api.netns_path, &web[..12]);
+    assert!(ok && out.contains(&e_web.ip_address), "{out}");
+    let (ok, out) = lookup(&e_db.netns_path, "backend");
+    assert!(ok && out.contains(&e_api_back.ip_address), "{out}");
+    let (_, out) = lookup(&e_db.netns_path, "web");
+    assert!(
+        !out.contains(&e_web.ip_address),
+        "db is not on front: {out}"
+    );
+    let (ok, out) = lookup(&e_web.netns_path, "anything.example");
+    assert!(ok && out.contains("198.51.100.7"), "not forwarded: {out}");
+
+    // Same network talks, different networks do not, internal reaches nothing outside.
+    ping(&e_api.netns_path, &e_web.ip_address);
+    ping(&e_db.netns_path, &e_api_back.ip_address);
+    let (ok, _) = in_ns(
+        &e_web.netns_path,
+        &["busybox", "ping", "-c1", "-W1", &e_db.ip_address],
+    );
+    assert!(!ok, "front reached back");
+    let (ok, _) = in_ns(
+        &e_db.netns_path,
+        &["busybox", "ping", "-c1", "-W1", &e_web.ip_address],
+    );
+    assert!(!ok, "back reached front");
+
+    // The published port answers on 127.0.0.1, on the host's address, and from another
+    // container (hairpin).
+    let _httpd = Httpd::start(&e_web.netns_path, "hello from web");
+    let (ok, out) = fetch(None, &format!("http://127.0.0.1:{host_port}/index.html"));
+    if !ok {
+        let direct = fetch(
+            Some(&e_api.netns_path),
+            &format!("http://{}/index.html", e_web.ip_address),
+        );
+        let (_, table) = run(&["nft", "list", "table", "ip", &inst.roots.nft_table()]);
+        let (_, verbose) = run(&[
+            "busybox",
+            "wget",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1:{host_port}/index.html"),
+        ]);
+        panic!("port {host_port}: {out}\ndirect: {direct:?}\n{table}\n{verbose}");
+    }
+    if let Some(addr) = host_address() {
+        let (ok, out) = fetch(None, &format!("http://{addr}:{host_port}/index.html"));
+        assert!(ok && out.contains("hello from web"), "via {addr}: {out}");
+        let (ok, out) = fetch(
+            Some(&e_api.netns_path),
+            &format!("http://{addr}:{host_port}/index.html"),
+        );
+        assert!(
+            ok && out.contains("hello from web"),
+            "hairpin via {addr}: {out}"
+        );
+    }
+    // The same host port cannot be published twice.
+    let err = c
+        .create_endpoint(CreateEndpointRequest {
+            container_id: random_id(),
+            network: "front".into(),
+            ports: vec![PortBinding {
+                protocol: "tcp".into(),
+                container_port: 81,
+                host_ip: "127.0.0.1".into(),
+                host_port,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("port is already allocated"),
+        "{err:?}"
+    );
+
+    // A network with containers cannot go.
+    let err = c
+        .remove_network(RemoveNetworkRequest {
+            name_or_id: "back".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("has active endpoints"), "{err:?}");
+
+    // kill -9 of netd: connections keep working, DNS and ports come back.
+    let idx = ifindex(&e_web.host_veth);
+    inst.kill9();
+    ping(&e_api.netns_path, &e_web.ip_address);
+    let (ok, out) = fetch(None, &format!("http://127.0.0.1:{host_port}/index.html"));
+    assert!(
+        ok && out.contains("hello from web"),
+        "port lost while netd is down: {out}"
+    );
+    inst.start_with(&["--bip", "172.29.251.1/24", "--dns", &dns])
+        .await;
+    let mut c = inst.client();
+    assert_eq!(ifindex(&e_web.host_veth), idx);
+    let (ok, out) = lookup(&e_api.netns_path, "web");
+    assert!(
+        ok && out.contains(&e_web.ip_address),
+        "DNS after restart: {out}"
+    );
+    let (ok, out) = fetch(None, &format!("http://127.0.0.1:{host_port}/index.html"));
+    assert!(ok && out.contains("hello from web"), "{out}");
+
+    // Disconnect: the interface goes, the name stops resolving there.
+    c.remove_endpoint(RemoveEndpointRequest {
+        container_id: api.clone(),
+        network: "back".into(),
+    })
+    .await
+    .unwrap();
+    let (_, out) = in_ns(&e_api.netns_path, &["ip", "-o", "link"]);
+    assert!(!out.contains("eth1"), "{out}");
+    let (_, out) = lookup(&e_db.netns_path, "backend");
+    assert!(!out.contains(&e_api_back.ip_address), "{out}");
+
+    // Removal of containers, then networks; teardown leaves nothing.
+    for id in [&web, &api, &db] {
+        c.remove_endpoint(RemoveEndpointRequest {
+            container_id: id.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    for n in ["front", "back"] {
+        c.remove_network(RemoveNetworkRequest {
+            name_or_id: n.into(),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(!link_exists(&front.bridge));
+    assert!(!link_exists(&back.bridge));
+    let (ok, out) = fetch(None, &format!("http://127.0.0.1:{host_port}/index.html"));
+    assert!(!ok, "port still published after removal: {out}");
+    inst.teardown();
+    let (ok, _) = run(&["nft", "list", "table", "ip", &inst.roots.nft_table()]);
+    assert!(!ok);
 }
