@@ -404,7 +404,8 @@ impl Netd {
             prefix_len: addr.subnet.prefix_len(),
             gateway: addr.gateway,
             ifname: ep.ifname.clone(),
-            default_route: index == 0,
+            // Internal networks lead nowhere: no default route through them (as Docker).
+            default_route: index == 0 && !net.internal,
         };
         if let Err(e) = self.nl.plumb_veth(&plan).await {
             let _ = self.nl.delete_link(&plan.host).await;

@@ -14,6 +14,7 @@
 
 pub mod berth;
 pub mod cmd;
+pub mod dns;
 pub mod http;
 pub mod image;
 pub mod otlp;
