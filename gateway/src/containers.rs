@@ -295,9 +295,6 @@ pub async fn create(
     if network_mode.is_empty() || network_mode == "default" {
         network_mode = "bridge".into();
     }
-    if network_mode.starts_with("container:") {
-        return Err(ApiError::not_supported("--network container:<id>"));
-    }
     let endpoints_config = req
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object)
@@ -369,6 +366,39 @@ pub async fn create(
         .unwrap_or(false);
     let ports =
         crate::networks::port_bindings(host_config.get("PortBindings"), publish_all, &exposed)?;
+    // `--network container:<name|id>`: join that container's namespace, with its
+    // hostname, /etc/hosts and resolv.conf; nothing of its own to configure.
+    let joined: Option<cpb::ContainerSpec> = match network_mode.strip_prefix("container:") {
+        Some(target) => {
+            let conflict = |what: &str| {
+                Err(ApiError::bad_request(format!(
+                    "conflicting options: {what} and the network mode"
+                )))
+            };
+            if !ports.is_empty() {
+                return conflict("port publishing");
+            }
+            if !str_field(&req, "Hostname").is_empty() {
+                return conflict("hostname");
+            }
+            if !dns_servers.is_empty() {
+                return conflict("dns");
+            }
+            if !extra_hosts_req.is_empty() {
+                return conflict("custom host-to-IP mapping");
+            }
+            let target = get_container(&st, target).await?.spec.unwrap_or_default();
+            if target.netns_path.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "cannot join the network namespace of container {}: it uses the host's",
+                    target.id
+                )));
+            }
+            network_mode = format!("container:{}", target.id);
+            Some(target)
+        }
+        None => None,
+    };
     if !ports.is_empty() && matches!(network_mode.as_str(), "host" | "none") {
         // Docker ignores published ports in these modes (with a warning).
         tracing::info!(mode = %network_mode, "ignoring published ports");
@@ -410,10 +440,13 @@ pub async fn create(
         }
     }
     let id = crate::util::new_id();
-    let hostname = Some(str_field(&req, "Hostname"))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| id[..12].to_string());
+    let hostname = match &joined {
+        Some(t) => t.hostname.clone(),
+        None => Some(str_field(&req, "Hostname"))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| id[..12].to_string()),
+    };
     let stop_signal = Some(str_field(&req, "StopSignal"))
         .filter(|s| !s.is_empty())
         .unwrap_or(str_field(&img_c, "StopSignal"))
@@ -445,7 +478,15 @@ pub async fn create(
         )
         .await?;
         reserved.push(Reserved::Volumes);
-        let primary = crate::networks::endpoint_settings(endpoints_config.get(&network_mode));
+        // The CLI files the default network's settings under "default".
+        let primary = crate::networks::endpoint_settings(
+            endpoints_config
+                .get(&network_mode)
+                .or_else(|| endpoints_config.get(str_field(&host_config, "NetworkMode")))
+                .or_else(|| endpoints_config.get("default").filter(|_| network_mode == "bridge")),
+        );
+        let mut endpoints = Vec::new();
+        if joined.is_none() {
         let endpoint = call_within(
             NETD,
             Duration::from_secs(30),
@@ -461,7 +502,7 @@ pub async fn create(
         )
         .await?;
         reserved.push(Reserved::Endpoint);
-        let mut endpoints = vec![endpoint.clone()];
+        endpoints.push(endpoint);
         for net in &extra_networks {
             let es = crate::networks::endpoint_settings(endpoints_config.get(net));
             endpoints.push(
@@ -481,6 +522,14 @@ pub async fn create(
                 .await?,
             );
         }
+        }
+        let endpoint = match &joined {
+            Some(target) => npb::Endpoint {
+                netns_path: target.netns_path.clone(),
+                ..Default::default()
+            },
+            None => endpoints.first().cloned().unwrap_or_default(),
+        };
         call(
             LOGD,
             s.logs.open(lpb::OpenRequest { container_id: id.clone(), driver: log_driver.clone(), options: HashMap::new() }),
@@ -577,8 +626,16 @@ pub async fn create(
             })
             .to_string()
             .into_bytes(),
-            hosts_file: if host_net { String::new() } else { hosts_file(&endpoint.ip_address, &hostname, &extra_hosts) },
-            resolv_conf: if host_net {
+            hosts_file: if let Some(t) = &joined {
+                t.hosts_file.clone()
+            } else if host_net {
+                String::new()
+            } else {
+                hosts_file(&endpoint.ip_address, &hostname, &extra_hosts)
+            },
+            resolv_conf: if let Some(t) = &joined {
+                t.resolv_conf.clone()
+            } else if host_net {
                 host_resolv
             } else {
                 crate::networks::resolv_conf(&host_resolv, embedded_dns, &dns_servers, &dns_search, &dns_options)

@@ -484,7 +484,7 @@ pub fn network_settings(
             }),
         );
     }
-    if endpoints.is_empty() && !network_mode.is_empty() {
+    if endpoints.is_empty() && !network_mode.is_empty() && !network_mode.starts_with("container:") {
         networks.insert(
             network_mode.to_string(),
             json!({"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",

@@ -328,6 +328,78 @@ fn docker_networks() {
         .unwrap();
     assert!(!addrs.contains("eth1"), "{addrs}");
 
+    step!("--ip on a user-defined network; --network container:<name>");
+    let fixed = format!("172.30.{n}.50");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "fixed",
+            "--network",
+            "front",
+            "--ip",
+            &fixed,
+            &img,
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    assert_eq!(
+        berth
+            .inspect("{{.NetworkSettings.Networks.front.IPAddress}}", "fixed")
+            .unwrap(),
+        fixed
+    );
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "--ip",
+        &fixed,
+        &img,
+        "true",
+    ]);
+    assert!(
+        !out.success() && out.stderr.contains("Address already in use"),
+        "{out}"
+    );
+    let out = berth.docker(&["run", "--rm", "--ip", "172.29.1.9", &img, "true"]);
+    assert!(
+        !out.success() && out.stderr.contains("user defined networks only"),
+        "{out}"
+    );
+    let shared = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "container:web",
+            &img,
+            "sh",
+            "-c",
+            "hostname; wget -q -O - http://127.0.0.1/index.html",
+        ])
+        .unwrap();
+    let web_host = berth.inspect("{{.Config.Hostname}}", "web").unwrap();
+    assert_eq!(shared, format!("{web_host}\nhello from {web_host}\n"));
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:web",
+        "-p",
+        "81:81",
+        &img,
+        "true",
+    ]);
+    assert!(
+        !out.success() && out.stderr.contains("conflicting options"),
+        "{out}"
+    );
+    berth.docker_ok(&["rm", "-f", "fixed"]).unwrap();
+
     step!("-p host:container, -p ip:host:container, -P, docker port, docker ps");
     let port = free_port().unwrap();
     let local_port = free_port().unwrap();
