@@ -10,6 +10,7 @@ pub mod dns;
 pub mod error;
 pub mod grpc;
 pub mod ipam;
+pub mod iptables;
 pub mod kernel;
 pub mod names;
 pub mod nft;

@@ -252,7 +252,10 @@ impl Netd {
                 container_port: u16::try_from(p.container_port).unwrap_or(0),
             });
         }
-        nft::apply(&nft::ruleset(&self.table, &bridges, &ports)?).await
+        nft::apply(&nft::ruleset(&self.table, &bridges, &ports)?).await?;
+        let names: Vec<String> = bridges.iter().map(|b| b.bridge.clone()).collect();
+        crate::iptables::ensure(&crate::iptables::chain_name(&self.table), &names).await;
+        Ok(())
     }
 
     async fn ensure_networks(&self, bip: Option<&str>) -> Result<NetworkRow> {
@@ -856,7 +859,8 @@ impl Netd {
             }
         }
         nft::apply(&nft::delete_table(&self.table)?).await?;
-        tracing::info!(table = %self.table, "nft table deleted");
+        crate::iptables::remove(&crate::iptables::chain_name(&self.table)).await;
+        tracing::info!(table = %self.table, "nft table and iptables chain deleted");
         Ok(())
     }
 }

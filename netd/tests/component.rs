@@ -25,6 +25,8 @@ struct Instance {
     run: tempfile::TempDir,
     roots: Roots,
     child: Option<Child>,
+    /// Runs netd through this (e.g. `nsenter --net=FILE`) instead of directly.
+    wrapper: Vec<String>,
 }
 
 impl Instance {
@@ -43,6 +45,7 @@ impl Instance {
             run,
             roots,
             child: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -59,8 +62,20 @@ impl Instance {
         self.start_with(&["--bip", BIP]).await;
     }
 
+    fn command(&self) -> Command {
+        match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        }
+    }
+
     async fn start_with(&mut self, extra: &[&str]) {
-        let child = Command::new(BIN)
+        let child = self
+            .command()
             .args(self.args())
             .args(extra)
             .stdin(Stdio::null())
@@ -93,7 +108,8 @@ impl Instance {
 
     fn teardown(&mut self) {
         self.kill9();
-        let st = Command::new(BIN)
+        let st = self
+            .command()
             .args(self.args())
             .arg("--teardown")
             .status()
@@ -816,4 +832,105 @@ async fn user_networks_dns_ports_and_isolation() {
     inst.teardown();
     let (ok, _) = run(&["nft", "list", "table", "ip", &inst.roots.nft_table()]);
     assert!(!ok);
+}
+
+/// A network namespace of the test's own, bind-mounted on a file, standing in for a host
+/// whose firewall drops forwarded traffic; unmounted and removed on drop.
+struct TestHost {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+}
+
+impl TestHost {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("host-ns");
+        std::fs::write(&file, b"").unwrap();
+        let (ok, out) = run(&["unshare", &format!("--net={}", file.display()), "true"]);
+        assert!(ok, "unshare --net: {out}");
+        let host = Self { _dir: dir, file };
+        host.ok(&["ip", "link", "set", "lo", "up"]);
+        host
+    }
+
+    fn ns(&self) -> String {
+        self.file.display().to_string()
+    }
+
+    fn ok(&self, cmd: &[&str]) -> String {
+        let (ok, out) = in_ns(&self.ns(), cmd);
+        assert!(ok, "{cmd:?} in the test host: {out}");
+        out
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.file, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_behind_a_forward_drop_firewall() {
+    let host = TestHost::new();
+    // What a Docker engine leaves behind: FORWARD policy DROP, bridged traffic through
+    // iptables (per namespace; only where the kernel has br_netfilter).
+    host.ok(&["iptables", "-w", "-P", "FORWARD", "DROP"]);
+    let _ = in_ns(
+        &host.ns(),
+        &["sysctl", "-w", "net.bridge.bridge-nf-call-iptables=1"],
+    );
+    let mut inst = Instance::new();
+    inst.wrapper = vec!["nsenter".into(), format!("--net={}", host.ns())];
+    inst.start_with(&["--bip", "172.29.254.1/24"]).await;
+    let mut c = inst.client();
+    let chain = format!("{}-FORWARD", inst.roots.nft_table().to_uppercase());
+    let rules = host.ok(&["iptables", "-w", "-S", "FORWARD"]);
+    assert!(rules.contains(&format!("-A FORWARD -j {chain}")), "{rules}");
+
+    let (a, b) = (random_id(), random_id());
+    let ea = create(&mut c, &a, "bridge").await;
+    let eb = c
+        .create_endpoint(CreateEndpointRequest {
+            container_id: b.clone(),
+            network: "bridge".into(),
+            ports: vec![PortBinding {
+                protocol: "tcp".into(),
+                container_port: 80,
+                host_ip: String::new(),
+                host_port: 8080,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Bridged traffic between two containers passes FORWARD (br_netfilter).
+    ping(&ea.netns_path, &eb.ip_address);
+    // Hairpin through a published port is routed: FORWARD again.
+    let _httpd = Httpd::start(&eb.netns_path, "behind the firewall");
+    let (ok, out) = fetch(Some(&ea.netns_path), "http://172.29.254.1:8080/index.html");
+    assert!(ok && out.contains("behind the firewall"), "{out}");
+    // Isolation is still ours to enforce, whatever iptables accepts.
+    c.create_network(CreateNetworkRequest {
+        name: "other".into(),
+        subnet: "172.29.255.0/24".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let eo = create(&mut c, &random_id(), "other").await;
+    let (ok, _) = in_ns(
+        &eo.netns_path,
+        &["busybox", "ping", "-c1", "-W1", &ea.ip_address],
+    );
+    assert!(!ok, "another network reached the default bridge");
+
+    inst.teardown();
+    let rules = host.ok(&["iptables", "-w", "-S"]);
+    assert!(
+        !rules.contains(&chain),
+        "iptables chain left after teardown: {rules}"
+    );
+    host.ok(&["iptables", "-w", "-P", "FORWARD", "ACCEPT"]);
 }
