@@ -7,59 +7,9 @@
 //! socket (e.g. unix:///run/docker.sock), the same commands are timed against it in the
 //! same run, side by side (the image must be loadable there as BENCH_REF_IMAGE).
 
+use berth_e2e::bench::{berth_env, hyperfine, rss_kib, runs};
 use berth_e2e::{Berth, registry_with_busybox};
 use std::process::Command;
-
-fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-}
-
-/// Median wall time in ms of `cmd` (a shell command) with `env` applied.
-fn hyperfine(env: &[(String, String)], cmd: &str, runs: usize) -> anyhow::Result<f64> {
-    let out = tempfile::NamedTempFile::new()?;
-    let mut c = Command::new("hyperfine");
-    c.args(["--style", "none", "--warmup", "2", "--runs"])
-        .arg(runs.to_string())
-        .arg("--export-json")
-        .arg(out.path())
-        .arg(cmd)
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    anyhow::ensure!(c.status()?.success(), "hyperfine failed: {cmd}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path())?)?;
-    json["results"][0]["median"]
-        .as_f64()
-        .map(|s| s * 1000.0)
-        .ok_or_else(|| anyhow::anyhow!("no median for {cmd}"))
-}
-
-/// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// The environment that points the docker CLI at `berth`.
-fn berth_env(berth: &Berth) -> Vec<(String, String)> {
-    berth
-        .docker_command(&["version"])
-        .get_envs()
-        .filter_map(|(k, v)| {
-            Some((
-                k.to_string_lossy().into_owned(),
-                v?.to_string_lossy().into_owned(),
-            ))
-        })
-        .collect()
-}
 
 fn time_all(label: &str, env: &[(String, String)], img: &str, idle: &str) -> anyhow::Result<()> {
     let n = runs();

@@ -12,6 +12,7 @@
 //! The binaries must be built first (`cargo build --workspace --bins`; scripts/test.sh
 //! does it). Tests run as root.
 
+pub mod bench;
 pub mod berth;
 pub mod cmd;
 pub mod dns;

@@ -480,6 +480,45 @@ fn docker_networks() {
         .unwrap_or_else(|| panic!("no -P mapping in {mapping}"));
     assert!(host_get(&format!("http://127.0.0.1:{random_port}/index.html")).is_some());
 
+    step!("-p for udp");
+    // busybox has no UDP server; the test listens inside the container's namespace.
+    let udp_port = free_port().unwrap();
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "udp",
+            "-p",
+            &format!("127.0.0.1:{udp_port}:5000/udp"),
+            &img,
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+    let ns = std::fs::File::open(format!(
+        "/proc/{}/ns/net",
+        berth.container_pid("udp").unwrap()
+    ))
+    .unwrap();
+    let listener = std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:5000").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = sock
+            .recv_from(&mut buf)
+            .expect("no datagram through the udp port");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    while !listener.is_finished() {
+        let _ = sock.send_to(b"datagram", ("127.0.0.1", udp_port));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(listener.join().unwrap(), "datagram");
+
     step!("kill -9 of berth-netd keeps an established connection through a published port");
     let nc_port = free_port().unwrap();
     berth
@@ -529,9 +568,28 @@ fn docker_networks() {
         .iter()
         .map(|net| format!("br-{}", &berth.inspect("{{.Id}}", net).unwrap()[..12]))
         .collect();
+    let short_ids: Vec<String> = ["web", "pub", "random", "sink", "udp"]
+        .iter()
+        .map(|c| berth.inspect("{{.Id}}", c).unwrap()[..12].to_string())
+        .collect();
     berth
-        .docker_ok(&["rm", "-f", "web", "pub", "random", "sink"])
+        .docker_ok(&["rm", "-f", "web", "pub", "random", "sink", "udp"])
         .unwrap();
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    for id in &short_ids {
+        assert!(
+            !links.contains(&format!("vb{id}")),
+            "veth of {id} left:\n{links}"
+        );
+    }
+    let netns_left = std::fs::read_dir(berth.exec_root().join("netns"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(netns_left, 0, "network namespaces left after rm");
     let out = berth.docker(&["network", "rm", "bridge"]);
     assert!(out.stderr.contains("pre-defined network"), "{out}");
     let pruned = berth.docker_ok(&["network", "prune", "-f"]).unwrap();
