@@ -751,12 +751,20 @@ impl Netd {
         let _g = self.ops.lock().await;
         let host_used = self.nl.used_networks().await?;
         let id = names::random_id();
-        let mut row = new_network(
-            &req.name,
-            DRIVER_BRIDGE,
-            None,
-            &names::user_bridge_name(&id),
-        );
+        // Docker's option naming the kernel bridge; else br-<12 of id>.
+        let bridge = match req.options.get("com.docker.network.bridge.name") {
+            Some(b) => {
+                validate_bridge_name(b)?;
+                if self.nl.link_index(b).await?.is_some() {
+                    return Err(NetError::AlreadyExists(format!(
+                        "bridge {b} already exists on the host"
+                    )));
+                }
+                b.clone()
+            }
+            None => names::user_bridge_name(&id),
+        };
+        let mut row = new_network(&req.name, DRIVER_BRIDGE, None, &bridge);
         row.id = id;
         row.internal = req.internal;
         row.labels = serde_json::to_string(&req.labels).unwrap_or_else(|_| "{}".into());

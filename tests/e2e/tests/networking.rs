@@ -126,6 +126,70 @@ fn docker_networks() {
         "default-address-pools from daemon.json"
     );
 
+    step!("--gateway, --ip-range and the bridge name option");
+    let ranged = format!("10.214.{n}.0/24");
+    berth
+        .docker_ok(&[
+            "network",
+            "create",
+            "--subnet",
+            &ranged,
+            "--gateway",
+            &format!("10.214.{n}.254"),
+            "--ip-range",
+            &format!("10.214.{n}.64/26"),
+            "-o",
+            &format!("com.docker.network.bridge.name=bt{n}"),
+            "ranged",
+        ])
+        .unwrap();
+    assert_eq!(
+        berth
+            .inspect(
+                "{{(index .IPAM.Config 0).Gateway}} {{(index .IPAM.Config 0).IPRange}}",
+                "ranged"
+            )
+            .unwrap(),
+        format!("10.214.{n}.254 10.214.{n}.64/26")
+    );
+    let addr = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "ranged",
+            &img,
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0; ip route",
+        ])
+        .unwrap();
+    assert!(addr.contains(&format!("10.214.{n}.64/24")), "{addr}");
+    assert!(
+        addr.contains(&format!("default via 10.214.{n}.254")),
+        "{addr}"
+    );
+    let bridge = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show", &format!("bt{n}")])
+        .output()
+        .unwrap();
+    let bridge = String::from_utf8_lossy(&bridge.stdout);
+    assert!(
+        bridge.contains(&format!("10.214.{n}.254/24")),
+        "{bridge} {}",
+        berth.docker_ok(&["network", "inspect", "ranged"]).unwrap()
+    );
+    berth.docker_ok(&["network", "rm", "ranged"]).unwrap();
+
+    step!("--network host sees the host's interfaces");
+    let host_links = berth
+        .docker_ok(&["run", "--rm", "--network", "host", &img, "ip", "-o", "link"])
+        .unwrap();
+    assert!(
+        host_links.contains(&berth.roots().bridge_name()),
+        "the instance's bridge is not visible: {host_links}"
+    );
+
     step!("two containers talk by name and alias on a user-defined network");
     berth
         .docker_ok(&[
@@ -198,6 +262,27 @@ fn docker_networks() {
         "127.0.0.11",
     ]);
     assert!(out.stdout.contains("198.51.100.7"), "{out}");
+
+    step!("a container's own --dns is its upstream on a user-defined network");
+    let own_ip = format!("127.0.{}.54", 100 + std::process::id() % 100);
+    let _own = FakeResolver::start(
+        format!("{own_ip}:53").parse().unwrap(),
+        "198.51.100.8".parse().unwrap(),
+    )
+    .unwrap();
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "--dns",
+        &own_ip,
+        &img,
+        "nslookup",
+        "anything.example",
+        "127.0.0.11",
+    ]);
+    assert!(out.stdout.contains("198.51.100.8"), "{out}");
 
     step!("no DNS by name on the default bridge; --dns/--dns-search/--add-host");
     let files = berth
