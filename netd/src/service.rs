@@ -220,6 +220,13 @@ impl Netd {
         Ok(idx)
     }
 
+    /// Whether the container publishes ports (on `network_id`, or on any network).
+    async fn publishes(&self, container_id: &str, network_id: Option<&str>) -> Result<bool> {
+        Ok(store::ports(&self.pool).await?.iter().any(|p| {
+            p.container_id == container_id && network_id.is_none_or(|n| p.network_id == n)
+        }))
+    }
+
     /// Rebuilds the nft table from the records (bridges, published ports).
     async fn apply_rules(&self) -> Result<()> {
         let nets = store::networks(&self.pool).await?;
@@ -551,7 +558,10 @@ impl Netd {
         let first = existing.is_empty();
         let done = async {
             self.ensure_plumbing(&ep, &net, None).await?;
-            self.apply_rules().await?;
+            // The table depends on bridges and published ports only.
+            if self.publishes(container_id, Some(&net.id)).await? {
+                self.apply_rules().await?;
+            }
             self.dns.refresh().await?;
             if net.is_user_defined_bridge() {
                 self.dns.ensure_server(container_id).await?;
@@ -600,8 +610,11 @@ impl Netd {
             if !ep.host_veth.is_empty() {
                 self.nl.delete_link(&ep.host_veth).await?;
             }
+            let had_ports = self.publishes(container_id, Some(&net.id)).await?;
             store::delete_endpoint(&self.pool, container_id, &net.id).await?;
-            self.apply_rules().await?;
+            if had_ports {
+                self.apply_rules().await?;
+            }
             self.dns.refresh().await?;
             tracing::info!(container = %container_id, network = %net.name, "endpoint removed");
             return Ok(());
@@ -623,9 +636,12 @@ impl Netd {
             None => self.roots.netns_path(container_id).display().to_string(),
         };
         kernel::remove_netns(Path::new(&netns))?;
+        let had_ports = self.publishes(container_id, None).await?;
         store::delete_sandbox(&self.pool, container_id).await?;
-        if !eps.is_empty() {
+        if had_ports {
             self.apply_rules().await?;
+        }
+        if !eps.is_empty() {
             self.dns.refresh().await?;
         }
         tracing::info!(container = %container_id, "endpoints removed");
