@@ -158,6 +158,7 @@ impl Service {
             auto_remove: spec.auto_remove,
             name: spec.name.clone(),
             image_ref: spec.image_ref.clone(),
+            labels: spec.labels.clone(),
         });
     }
 

@@ -996,12 +996,30 @@ pub async fn stop(
         }),
     )
     .await?;
+    if !r.already_stopped {
+        container_event(&st, &c, "stop", &[]).await;
+    }
     Ok(if r.already_stopped {
         StatusCode::NOT_MODIFIED
     } else {
         StatusCode::NO_CONTENT
     }
     .into_response())
+}
+
+/// Emits a container event from the gateway (the ones containerd-svc does not see).
+pub async fn container_event(
+    st: &AppState,
+    c: &cpb::Container,
+    action: &str,
+    extra: &[(&str, &str)],
+) {
+    let spec = spec_of(c);
+    let mut attrs = crate::events::container_attributes(&spec.name, &spec.image_ref, &spec.labels);
+    for (k, v) in extra {
+        attrs.insert(k.to_string(), v.to_string());
+    }
+    st.events.emit("container", action, &spec.id, attrs).await;
 }
 
 /// `POST /containers/{id}/restart?t=`.
@@ -1030,6 +1048,7 @@ pub async fn restart(
         client.start(cpb::StartRequest { id }),
     )
     .await?;
+    container_event(&st, &c, "restart", &[]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1041,14 +1060,21 @@ pub async fn kill(
 ) -> Result<StatusCode, ApiError> {
     let c = get_container(&st, &id).await?;
     let mut client = st.services.containers.clone();
+    let signal = q.get("signal").cloned().unwrap_or_default();
     call(
         CONTAINERD,
         client.kill(cpb::KillRequest {
             id: spec_of(&c).id,
-            signal: q.get("signal").cloned().unwrap_or_default(),
+            signal: signal.clone(),
         }),
     )
     .await?;
+    let shown = if signal.is_empty() {
+        "SIGKILL".to_string()
+    } else {
+        signal
+    };
+    container_event(&st, &c, "kill", &[("signal", &shown)]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -85,15 +85,19 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let config = exec_config(&parse_body(&body)?)?;
+    let action = format!("exec_create: {}", config.cmd.join(" "));
     let mut c = st.services.containers.clone();
     let r = call(
         CONTAINERD,
         c.exec_create(cpb::ExecCreateRequest {
-            container_id: id,
+            container_id: id.clone(),
             config: Some(config),
         }),
     )
     .await?;
+    if let Ok(ctr) = crate::containers::get_container(&st, &id).await {
+        crate::containers::container_event(&st, &ctr, &action, &[("execID", &r.id)]).await;
+    }
     Ok((StatusCode::CREATED, Json(json!({ "Id": r.id }))).into_response())
 }
 

@@ -110,6 +110,7 @@ pub async fn create(
     let reference = pull_reference(&from_image, q.get("tag").map(String::as_str).unwrap_or(""));
     let auth = decode_registry_auth(&headers)?;
     let mut client = st.services.images.clone();
+    let pulled = reference.clone();
     let req = images::PullRequest {
         reference,
         auth: Some(auth),
@@ -130,14 +131,31 @@ pub async fn create(
     };
     let head =
         futures_util::stream::iter(first.map(|m| Ok::<_, std::io::Error>(progress_json(&m))));
-    let rest = futures_util::stream::unfold(Some(stream), |state| async move {
-        let mut s = state?;
-        match s.message().await {
-            Ok(Some(m)) => Some((Ok::<_, std::io::Error>(progress_json(&m)), Some(s))),
-            Ok(None) => None,
-            Err(status) => {
-                let e = ApiError::from_status(IMAGED, status);
-                Some((Ok(stream_error_json(&e.message)), None))
+    let events = st.events.clone();
+    let rest = futures_util::stream::unfold(Some(stream), move |state| {
+        let events = events.clone();
+        let pulled = pulled.clone();
+        async move {
+            let mut s = state?;
+            match s.message().await {
+                Ok(Some(m)) => Some((Ok::<_, std::io::Error>(progress_json(&m)), Some(s))),
+                Ok(None) => {
+                    let shown = familiar(&pulled);
+                    let name = shown.rsplit_once(':').map_or(shown, |(n, _)| n).to_string();
+                    events
+                        .emit(
+                            "image",
+                            "pull",
+                            familiar(&pulled),
+                            [("name".to_string(), name)].into(),
+                        )
+                        .await;
+                    None
+                }
+                Err(status) => {
+                    let e = ApiError::from_status(IMAGED, status);
+                    Some((Ok(stream_error_json(&e.message)), None))
+                }
             }
         }
     });
@@ -148,6 +166,15 @@ pub async fn create(
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// A reference as Docker shows it to people: `docker.io/library/` and `docker.io/`
+/// dropped.
+pub fn familiar(reference: &str) -> &str {
+    reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference)
 }
 
 /// The parts of an image config the API reports.
@@ -281,6 +308,21 @@ pub async fn delete_by_path(
         }),
     )
     .await?;
+    for i in &removed.items {
+        let action = if i.kind == "Untagged" {
+            "untag"
+        } else {
+            "delete"
+        };
+        st.events
+            .emit(
+                "image",
+                action,
+                &i.value,
+                [("name".to_string(), i.value.clone())].into(),
+            )
+            .await;
+    }
     let items: Vec<Value> = removed
         .items
         .into_iter()
@@ -313,10 +355,18 @@ pub async fn post_by_path(
             IMAGED,
             client.tag(images::TagRequest {
                 source: source.to_string(),
-                target,
+                target: target.clone(),
             }),
         )
         .await?;
+        st.events
+            .emit(
+                "image",
+                "tag",
+                source,
+                [("name".to_string(), familiar(&target).to_string())].into(),
+            )
+            .await;
         return Ok(StatusCode::CREATED.into_response());
     }
     let what = match rest.rsplit('/').next().unwrap_or("") {

@@ -7,6 +7,7 @@
 
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod metrics;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// Creates hold it shared; the orphan sweep holds it exclusively, so it never takes
     /// a create in progress for the leftovers of one cut short.
     pub create_lock: Arc<tokio::sync::RwLock<()>>,
+    /// `docker events`' store and live feed.
+    pub events: events::Events,
 }
 
 /// Facts about this daemon instance that `/info` and `/version` report.
@@ -56,11 +59,12 @@ pub struct DaemonInfo {
 }
 
 impl AppState {
-    pub fn new(roots: Roots) -> Self {
+    pub fn new(roots: Roots, events: events::Events) -> Self {
         let services = Services::connect(&roots);
         Self {
             services,
             create_lock: Arc::default(),
+            events,
             info: Arc::new(DaemonInfo {
                 roots,
                 started: std::time::Instant::now(),
@@ -74,6 +78,7 @@ impl AppState {
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/_ping", get(system::ping))
+        .route("/events", get(events::stream))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
         .route("/plugins", get(system::plugins))

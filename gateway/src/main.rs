@@ -76,7 +76,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-gateway", args.common.debug);
     let roots = args.common.roots();
-    let state = AppState::new(roots);
+    let events = berth_gateway::events::Events::open(&roots.state_db("gateway"))
+        .await
+        .context("opening the event store")?;
+    let state = AppState::new(roots, events);
     tokio::spawn(reaper::run(state.clone()));
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut servers = Vec::new();

@@ -235,6 +235,7 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         }),
     )
     .await?;
+    network_event(&st, "create", &n.id, &n.name, &[]).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"Id": n.id, "Warning": ""})),
@@ -248,12 +249,32 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut c = st.services.networks.clone();
-    call(
+    let n = call(
         NETD,
-        c.remove_network(npb::RemoveNetworkRequest { name_or_id: id }),
+        c.get_network(npb::GetNetworkRequest { name_or_id: id }),
     )
     .await?;
+    call(
+        NETD,
+        c.remove_network(npb::RemoveNetworkRequest {
+            name_or_id: n.id.clone(),
+        }),
+    )
+    .await?;
+    network_event(&st, "destroy", &n.id, &n.name, &[]).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn network_event(st: &AppState, action: &str, id: &str, name: &str, extra: &[(&str, &str)]) {
+    let mut attrs: BTreeMap<String, String> = [
+        ("name".to_string(), name.to_string()),
+        ("type".to_string(), "bridge".to_string()),
+    ]
+    .into();
+    for (k, v) in extra {
+        attrs.insert(k.to_string(), v.to_string());
+    }
+    st.events.emit("network", action, id, attrs).await;
 }
 
 /// `POST /networks/prune?filters=`: every custom network no container uses.
@@ -289,7 +310,10 @@ pub async fn prune(
         )
         .await
         {
-            Ok(_) => deleted.push(n.name.clone()),
+            Ok(_) => {
+                network_event(&st, "destroy", &n.id, &n.name, &[]).await;
+                deleted.push(n.name.clone());
+            }
             Err(e) if e.status == StatusCode::FORBIDDEN => {}
             Err(e) => return Err(e),
         }
@@ -352,11 +376,11 @@ pub async fn connect(
     let spec = ctr.spec.unwrap_or_default();
     let settings = endpoint_settings(req.endpoint_config.as_ref());
     let mut c = st.services.networks.clone();
-    call_within(
+    let ep = call_within(
         NETD,
         Duration::from_secs(30),
         c.create_endpoint(npb::CreateEndpointRequest {
-            container_id: spec.id,
+            container_id: spec.id.clone(),
             network: id,
             container_name: spec.name,
             aliases: settings.aliases,
@@ -366,6 +390,14 @@ pub async fn connect(
         }),
     )
     .await?;
+    network_event(
+        &st,
+        "connect",
+        &ep.network_id,
+        &ep.network_name,
+        &[("container", &spec.id)],
+    )
+    .await;
     Ok(StatusCode::OK)
 }
 
@@ -381,14 +413,27 @@ pub async fn disconnect(
     let ctr = get_container(&st, &req.container).await?;
     let spec = ctr.spec.unwrap_or_default();
     let mut c = st.services.networks.clone();
+    let n = call(
+        NETD,
+        c.get_network(npb::GetNetworkRequest { name_or_id: id }),
+    )
+    .await?;
     call(
         NETD,
         c.remove_endpoint(npb::RemoveEndpointRequest {
-            container_id: spec.id,
-            network: id,
+            container_id: spec.id.clone(),
+            network: n.id.clone(),
         }),
     )
     .await?;
+    network_event(
+        &st,
+        "disconnect",
+        &n.id,
+        &n.name,
+        &[("container", &spec.id)],
+    )
+    .await;
     Ok(StatusCode::OK)
 }
 

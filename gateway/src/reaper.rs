@@ -26,11 +26,13 @@ pub async fn run(st: AppState) {
                 crate::orphans::sweep(&st).await;
                 loop {
                     match stream.message().await {
-                        Ok(Some(ev)) if ev.action == "die" && ev.auto_remove => {
-                            let st = st.clone();
-                            tokio::spawn(async move { remove_exited(&st, &ev.id).await });
+                        Ok(Some(ev)) => {
+                            record(&st, &ev).await;
+                            if ev.action == "die" && ev.auto_remove {
+                                let st = st.clone();
+                                tokio::spawn(async move { remove_exited(&st, &ev.id).await });
+                            }
                         }
-                        Ok(Some(_)) => {}
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -39,6 +41,17 @@ pub async fn run(st: AppState) {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// containerd-svc's lifecycle events (create, start, die, destroy) become Docker events.
+async fn record(st: &AppState, ev: &cpb::ContainerEvent) {
+    let mut attrs = crate::events::container_attributes(&ev.name, &ev.image_ref, &ev.labels);
+    if ev.action == "die" {
+        attrs.insert("exitCode".into(), ev.exit_code.to_string());
+    }
+    st.events
+        .emit_at(ev.time_unix_nano, "container", &ev.action, &ev.id, attrs)
+        .await;
 }
 
 async fn sweep(st: &AppState) {
