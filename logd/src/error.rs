@@ -15,6 +15,9 @@ pub enum LogError {
     /// Docker's wording for `docker logs` on a driver that keeps nothing (e.g. none).
     #[error("configured logging driver does not support reading")]
     ReadUnsupported,
+    /// A `--log-opt` the driver refuses (Docker's wording).
+    #[error("{0}")]
+    BadOption(String),
     /// Docker's wording when neither stdout nor stderr is asked for.
     #[error("Bad parameters: you must choose at least one stream")]
     NoStream,
@@ -46,9 +49,10 @@ impl From<LogError> for tonic::Status {
         let msg = e.to_string();
         match e {
             LogError::NotFound(_) => tonic::Status::not_found(msg),
-            LogError::InvalidId(_) | LogError::UnknownDriver(_) | LogError::NoStream => {
-                tonic::Status::invalid_argument(msg)
-            }
+            LogError::InvalidId(_)
+            | LogError::UnknownDriver(_)
+            | LogError::NoStream
+            | LogError::BadOption(_) => tonic::Status::invalid_argument(msg),
             LogError::ReadUnsupported => tonic::Status::failed_precondition(msg),
             LogError::Io { .. } | LogError::Db(_) => tonic::Status::internal(msg),
         }

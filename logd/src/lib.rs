@@ -4,6 +4,7 @@
 pub mod error;
 pub mod format;
 pub mod metrics;
+pub mod rotate;
 pub mod service;
 pub mod store;
 

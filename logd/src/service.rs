@@ -2,6 +2,7 @@
 
 use crate::error::LogError;
 use crate::format;
+use crate::rotate::{self, Rotation};
 use crate::store;
 use berth_proto::logs::logs_server::Logs;
 use berth_proto::logs::{
@@ -63,6 +64,11 @@ struct LogState {
     committed: u64,
     live: bool,
     removed: bool,
+    /// Bumped by every rotation; a follower on an older generation finishes the old
+    /// file (up to `rotated_at`) and moves to the new one.
+    generation: u64,
+    /// The committed size of the file the last rotation moved away.
+    rotated_at: u64,
 }
 
 /// The writer side of one container's log, serialised by a tokio mutex because a batch
@@ -73,6 +79,7 @@ struct Writer {
     cursors: HashMap<String, u64>,
     size: u64,
     removed: bool,
+    rotation: Rotation,
 }
 
 struct ContainerLog {
@@ -108,7 +115,20 @@ impl LogService {
         for rec in store::all_logs(&pool).await? {
             let driver = Driver::parse(&rec.driver)?;
             let path = PathBuf::from(&rec.log_path);
-            let committed = u64::try_from(rec.committed_size).unwrap_or(0);
+            let mut committed = u64::try_from(rec.committed_size).unwrap_or(0);
+            let options: HashMap<String, String> =
+                serde_json::from_str(&rec.options).unwrap_or_default();
+            let rotation = Rotation::from_options(&options).unwrap_or_default();
+            if driver == Driver::JsonFile {
+                if rec.rotating {
+                    finish_interrupted_rotation(&path, committed, rotation).await?;
+                    store::finish_rotation(&pool, &rec.container_id).await?;
+                    committed = 0;
+                }
+                let p = path.clone();
+                let keep = rotation.keep();
+                let _ = tokio::task::spawn_blocking(move || rotate::tidy(&p, keep)).await;
+            }
             let (file, size) = if driver == Driver::JsonFile {
                 let (file, size) = reconcile_file(path.clone(), committed).await?;
                 if size != committed {
@@ -128,6 +148,8 @@ impl LogService {
                 committed: size,
                 live: rec.live,
                 removed: false,
+                generation: 0,
+                rotated_at: 0,
             });
             let log = ContainerLog {
                 id: rec.container_id.clone(),
@@ -137,6 +159,7 @@ impl LogService {
                     cursors,
                     size,
                     removed: false,
+                    rotation,
                 }),
                 state,
             };
@@ -189,6 +212,11 @@ impl LogService {
     ) -> Result<String, LogError> {
         check_id(id)?;
         let requested = Driver::parse(driver)?;
+        let rotation = if requested == Driver::JsonFile {
+            Some(Rotation::from_options(options)?).filter(|_| !options.is_empty())
+        } else {
+            None
+        };
         let _guard = self.inner.lifecycle.lock().await;
         let existing = self.get(id);
         // The shim re-opens without knowing the options, maybe without the driver: an
@@ -213,6 +241,9 @@ impl LogService {
         let log = match existing {
             Some(log) => {
                 let mut w = log.writer.lock().await;
+                if let Some(r) = rotation {
+                    w.rotation = r;
+                }
                 if driver == Driver::None {
                     w.file = None;
                 } else if w.file.is_none() {
@@ -230,6 +261,8 @@ impl LogService {
                     committed: 0,
                     live: true,
                     removed: false,
+                    generation: 0,
+                    rotated_at: 0,
                 });
                 let log = Arc::new(ContainerLog {
                     id: id.to_string(),
@@ -239,6 +272,7 @@ impl LogService {
                         cursors: HashMap::new(),
                         size: 0,
                         removed: false,
+                        rotation: rotation.unwrap_or_default(),
                     }),
                     state,
                 });
@@ -348,15 +382,15 @@ impl LogService {
         if w.removed {
             return Ok(());
         }
-        let Some(file) = w.file.clone() else {
+        if w.file.is_none() {
             // The none driver.
             return Ok(());
-        };
-        let mut new_cursors: HashMap<String, u64> = HashMap::new();
-        let mut buf = Vec::new();
-        let mut counted = [(0u64, 0u64); 2];
+        }
+        // Encode what is new; each item keeps its session and seq for the cursors.
+        let mut items: Vec<(Vec<u8>, String, u64, i32, u64)> = Vec::new();
+        let mut latest: HashMap<String, u64> = HashMap::new();
         for e in entries {
-            let cur = new_cursors
+            let cur = latest
                 .get(&e.session)
                 .or_else(|| w.cursors.get(&e.session))
                 .copied()
@@ -369,14 +403,56 @@ impl LogService {
             } else {
                 e.time_unix_nano
             };
-            buf.extend_from_slice(&format::encode(&e.line, e.stream, time));
-            let c = &mut counted[usize::from(e.stream == 2)];
-            c.0 += 1;
-            c.1 += e.line.len() as u64;
-            new_cursors.insert(e.session, e.seq);
+            latest.insert(e.session.clone(), e.seq);
+            let encoded = format::encode(&e.line, e.stream, time);
+            items.push((encoded, e.session, e.seq, e.stream, e.line.len() as u64));
         }
-        if new_cursors.is_empty() {
+        // With max-size, the batch goes in segments that fit the current file; each
+        // segment is written, synced and committed before a rotation moves its file, so
+        // a rotated file never holds a line whose cursor was not committed.
+        let mut rest = items.as_slice();
+        while !rest.is_empty() {
+            let max = w.rotation.max_size;
+            if max > 0 && w.size > 0 && w.size + rest[0].0.len() as u64 > max {
+                self.rotate(log, &mut w).await?;
+            }
+            let mut take = 0;
+            let mut bytes = 0u64;
+            while take < rest.len() {
+                let len = rest[take].0.len() as u64;
+                if max > 0 && take > 0 && w.size + bytes + len > max {
+                    break;
+                }
+                bytes += len;
+                take += 1;
+            }
+            let (segment, later) = rest.split_at(take);
+            rest = later;
+            self.write_segment(log, &mut w, segment).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one segment at the committed size, syncs it and commits the new size with
+    /// the segment's cursors; then wakes followers.
+    async fn write_segment(
+        &self,
+        log: &ContainerLog,
+        w: &mut Writer,
+        segment: &[(Vec<u8>, String, u64, i32, u64)],
+    ) -> Result<(), LogError> {
+        let Some(file) = w.file.clone() else {
             return Ok(());
+        };
+        let mut buf = Vec::new();
+        let mut cursors: HashMap<String, u64> = HashMap::new();
+        let mut counted = [(0u64, 0u64); 2];
+        for (encoded, session, seq, stream, line_len) in segment {
+            buf.extend_from_slice(encoded);
+            cursors.insert(session.clone(), *seq);
+            let c = &mut counted[usize::from(*stream == 2)];
+            c.0 += 1;
+            c.1 += line_len;
         }
         let offset = w.size;
         let len = buf.len() as u64;
@@ -396,15 +472,44 @@ impl LogService {
         })?
         .map_err(|e| LogError::io(format!("writing {}", path.display()), e))?;
         let size = offset + len;
-        let list: Vec<(String, u64)> = new_cursors.into_iter().collect();
+        let list: Vec<(String, u64)> = cursors.into_iter().collect();
         store::commit_batch(&self.inner.pool, &log.id, size, &list).await?;
         w.size = size;
         w.cursors.extend(list);
-        drop(w);
         for (stream, (lines, bytes)) in ["stdout", "stderr"].into_iter().zip(counted) {
             crate::metrics::written(stream, lines, bytes);
         }
         log.state.send_modify(|s| s.committed = size);
+        Ok(())
+    }
+
+    /// Moves the current file away (max-size reached) and starts an empty one. The
+    /// database marks the rotation first, so a crash in the middle is finished at start.
+    async fn rotate(&self, log: &ContainerLog, w: &mut Writer) -> Result<(), LogError> {
+        store::begin_rotation(&self.inner.pool, &log.id).await?;
+        let path = log.path.clone();
+        let rotation = w.rotation;
+        let shown = path.display().to_string();
+        let file = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            let f = rotate::rotate_files(&path, rotation.keep())?;
+            if rotation.compress {
+                rotate::compress_newest(&path)?;
+            }
+            Ok(f)
+        })
+        .await
+        .map_err(|e| LogError::io(format!("rotating {shown}"), std::io::Error::other(e)))?
+        .map_err(|e| LogError::io(format!("rotating {shown}"), e))?;
+        store::finish_rotation(&self.inner.pool, &log.id).await?;
+        let old = w.size;
+        w.file = Some(Arc::new(file));
+        w.size = 0;
+        log.state.send_modify(|s| {
+            s.generation += 1;
+            s.rotated_at = old;
+            s.committed = 0;
+        });
+        tracing::debug!(container = %log.id, size = old, "log rotated");
         Ok(())
     }
 
@@ -426,6 +531,7 @@ impl LogService {
         if state.driver == Driver::None {
             return Err(LogError::ReadUnsupported);
         }
+        let rotation = log.writer.lock().await.rotation;
         let file = open_read(log.path.clone()).await?;
         let start = if req.tail < 0 {
             0
@@ -438,25 +544,81 @@ impl LogService {
                 .map_err(|e| LogError::io("seeking log tail", std::io::Error::other(e)))?
                 .map_err(|e| LogError::io(format!("seeking {}", log.path.display()), e))?
         };
+        let history = if start == 0 && req.tail != 0 {
+            let (path, f, tail, end) = (log.path.clone(), file.clone(), req.tail, state.committed);
+            tokio::task::spawn_blocking(move || rotated_history(&path, &f, end, rotation, tail))
+                .await
+                .map_err(|e| LogError::io("reading rotated logs", std::io::Error::other(e)))?
+                .map_err(|e| {
+                    LogError::io(format!("reading rotated logs of {}", log.path.display()), e)
+                })?
+        } else {
+            Vec::new()
+        };
         let (tx, rx) = mpsc::channel(256);
         let shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(follow(
             FollowCtx {
                 id,
+                path: log.path.clone(),
                 file,
+                generation: state.generation,
                 req,
                 state_rx,
                 shutdown,
                 tx,
             },
+            history,
             start,
         ));
         Ok(rx)
     }
 }
 
+/// Lines of the rotated files a read starting at the current file's beginning also
+/// needs: all of them (`tail < 0`), or the `tail` minus the current file's line count
+/// newest ones.
+fn rotated_history(
+    path: &Path,
+    current: &File,
+    end: u64,
+    rotation: Rotation,
+    tail: i64,
+) -> std::io::Result<Vec<format::LogLine>> {
+    let files = rotate::rotated_files(path, rotation.keep());
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let need = if tail < 0 {
+        usize::MAX
+    } else {
+        let (lines, _) = format::read_lines(current, 0, end, usize::MAX >> 1)?;
+        usize::try_from(tail)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(lines.len())
+    };
+    if need == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<format::LogLine> = Vec::new();
+    for f in files.iter().rev() {
+        let mut lines = rotate::read_file_lines(f)?;
+        lines.append(&mut out);
+        out = lines;
+        if out.len() >= need {
+            break;
+        }
+    }
+    if out.len() > need {
+        out.drain(..out.len() - need);
+    }
+    Ok(out)
+}
+
 struct FollowCtx {
     id: String,
+    path: PathBuf,
+    generation: u64,
     file: Arc<File>,
     req: ReadRequest,
     state_rx: watch::Receiver<LogState>,
@@ -464,68 +626,115 @@ struct FollowCtx {
     tx: mpsc::Sender<Result<LogEntry, Status>>,
 }
 
-/// Sends lines from `offset` up to the committed size; with follow, waits for more until
-/// the log is closed, removed, `until` passes, the client goes away or logd stops.
-async fn follow(mut cx: FollowCtx, mut offset: u64) {
-    let since = cx.req.since_unix_nano;
+/// What a reader does after handing over some lines.
+enum Flow {
+    More,
+    Stop,
+}
+
+/// Hands matching lines to the reader; Stop when it went away or `until` passed while
+/// following.
+async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
+    let (since, until) = (cx.req.since_unix_nano, cx.req.until_unix_nano);
+    for l in lines {
+        if until > 0 && l.time_unix_nano > until {
+            if cx.req.follow {
+                return Flow::Stop;
+            }
+            continue;
+        }
+        if since > 0 && l.time_unix_nano < since {
+            continue;
+        }
+        let wanted = match l.stream {
+            format::STDERR => cx.req.stderr,
+            _ => cx.req.stdout,
+        };
+        if !wanted {
+            continue;
+        }
+        let entry = LogEntry {
+            container_id: cx.id.clone(),
+            session: String::new(),
+            seq: 0,
+            stream: l.stream,
+            line: l.line,
+            time_unix_nano: l.time_unix_nano,
+            partial: l.partial,
+        };
+        if cx.tx.send(Ok(entry)).await.is_err() {
+            return Flow::Stop;
+        }
+    }
+    Flow::More
+}
+
+/// Reads `file[offset..end]` in chunks, handing lines over; the new offset, or None when
+/// the reader is done (gone, failed, or `until` passed).
+async fn drain(cx: &FollowCtx, file: &Arc<File>, mut offset: u64, end: u64) -> Option<u64> {
+    while offset < end {
+        let f = file.clone();
+        let res =
+            tokio::task::spawn_blocking(move || format::read_lines(&f, offset, end, READ_CHUNK))
+                .await;
+        let (lines, next) = match res {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                let _ = cx
+                    .tx
+                    .send(Err(Status::internal(format!("reading log: {e}"))))
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                let _ = cx
+                    .tx
+                    .send(Err(Status::internal(format!("reading log: {e}"))))
+                    .await;
+                return None;
+            }
+        };
+        offset = next;
+        if let Flow::Stop = deliver(cx, lines).await {
+            return None;
+        }
+    }
+    Some(offset)
+}
+
+/// Sends the rotated-file `history`, then lines from `offset` up to the committed size;
+/// with follow, waits for more until the log is closed, removed, `until` passes, the
+/// client goes away or logd stops. A rotation while following: the rest of the old file
+/// is read through the descriptor still open on it, then the new file from its start.
+async fn follow(mut cx: FollowCtx, history: Vec<format::LogLine>, mut offset: u64) {
+    if let Flow::Stop = deliver(&cx, history).await {
+        return;
+    }
     let until = cx.req.until_unix_nano;
     loop {
         let state = *cx.state_rx.borrow_and_update();
-        while offset < state.committed {
-            let f = cx.file.clone();
-            let end = state.committed;
-            let res = tokio::task::spawn_blocking(move || {
-                format::read_lines(&f, offset, end, READ_CHUNK)
-            })
-            .await;
-            let (lines, next) = match res {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    let _ = cx
-                        .tx
-                        .send(Err(Status::internal(format!("reading log: {e}"))))
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = cx
-                        .tx
-                        .send(Err(Status::internal(format!("reading log: {e}"))))
-                        .await;
-                    return;
-                }
-            };
-            offset = next;
-            for l in lines {
-                if until > 0 && l.time_unix_nano > until {
-                    if cx.req.follow {
-                        return;
-                    }
-                    continue;
-                }
-                if since > 0 && l.time_unix_nano < since {
-                    continue;
-                }
-                let wanted = match l.stream {
-                    format::STDERR => cx.req.stderr,
-                    _ => cx.req.stdout,
-                };
-                if !wanted {
-                    continue;
-                }
-                let entry = LogEntry {
-                    container_id: cx.id.clone(),
-                    session: String::new(),
-                    seq: 0,
-                    stream: l.stream,
-                    line: l.line,
-                    time_unix_nano: l.time_unix_nano,
-                    partial: l.partial,
-                };
-                if cx.tx.send(Ok(entry)).await.is_err() {
+        if state.generation != cx.generation {
+            if state.generation == cx.generation + 1 {
+                let old = cx.file.clone();
+                if drain(&cx, &old, offset, state.rotated_at).await.is_none() {
                     return;
                 }
             }
+            match open_read(cx.path.clone()).await {
+                Ok(f) => cx.file = f,
+                Err(e) => {
+                    let _ = cx.tx.send(Err(Status::internal(e.to_string()))).await;
+                    return;
+                }
+            }
+            cx.generation = state.generation;
+            offset = 0;
+            continue;
+        }
+        let file = cx.file.clone();
+        match drain(&cx, &file, offset, state.committed).await {
+            Some(o) => offset = o,
+            None => return,
         }
         if !cx.req.follow || state.removed || !state.live {
             return;
@@ -561,6 +770,43 @@ async fn follow(mut cx: FollowCtx, mut offset: u64) {
             _ = until_passed => return,
         }
     }
+}
+
+/// Finishes a rotation a crash interrupted: if the current file still holds the
+/// committed bytes it was not moved yet, so the (idempotent) rotation runs again;
+/// otherwise only the empty current file may be missing.
+async fn finish_interrupted_rotation(
+    path: &Path,
+    committed: u64,
+    rotation: Rotation,
+) -> Result<(), LogError> {
+    let p = path.to_path_buf();
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        if committed > 0 && len >= committed {
+            // Bytes past the committed size were never acknowledged.
+            OpenOptions::new()
+                .write(true)
+                .open(&p)?
+                .set_len(committed)?;
+            rotate::rotate_files(&p, rotation.keep())?;
+        } else if !p.exists() {
+            rotate::rotate_files(&p, 0)?;
+        }
+        if rotation.compress {
+            rotate::compress_newest(&p)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| {
+        LogError::io(
+            format!("finishing rotation of {shown}"),
+            std::io::Error::other(e),
+        )
+    })?
+    .map_err(|e| LogError::io(format!("finishing rotation of {shown}"), e))
 }
 
 fn check_id(id: &str) -> Result<(), LogError> {

@@ -17,12 +17,14 @@ pub struct LogRecord {
     pub live: bool,
     /// Durable, acknowledged length of the log file.
     pub committed_size: i64,
+    /// A rotation was under way.
+    pub rotating: bool,
 }
 
 /// All log records.
 pub async fn all_logs(pool: &SqlitePool) -> Result<Vec<LogRecord>, sqlx::Error> {
     sqlx::query_as::<_, LogRecord>(
-        "SELECT container_id, driver, log_path, options, live, committed_size FROM logs",
+        "SELECT container_id, driver, log_path, options, live, committed_size, rotating FROM logs",
     )
     .fetch_all(pool)
     .await
@@ -109,6 +111,24 @@ pub async fn commit_batch(
         .await?;
     }
     tx.commit().await
+}
+
+/// Marks a rotation as started (before any file moves).
+pub async fn begin_rotation(pool: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE logs SET rotating = 1 WHERE container_id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Marks a rotation as done: the new current file is empty.
+pub async fn finish_rotation(pool: &SqlitePool, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE logs SET rotating = 0, committed_size = 0 WHERE container_id = ?")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Deletes the record and its cursors.

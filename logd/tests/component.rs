@@ -396,3 +396,103 @@ async fn none_driver_and_unknown_driver() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(!data.join("logd/containers/x").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_bounds_the_disk_and_reads_span_the_files() {
+    let (_dir, data, run) = roots();
+    let mut logd = Logd::start(&data, &run).await;
+    let mut c = logd.client();
+    let id = "rot";
+    let opts = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let bad = c
+        .open(OpenRequest {
+            container_id: "bad".into(),
+            driver: "json-file".into(),
+            options: opts(&[("max-sise", "1k")]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        bad.message(),
+        "unknown log opt 'max-sise' for json-file log driver"
+    );
+    c.open(OpenRequest {
+        container_id: id.into(),
+        driver: "json-file".into(),
+        options: opts(&[("max-size", "2k"), ("max-file", "3"), ("compress", "true")]),
+    })
+    .await
+    .unwrap();
+    // A follower from the start sees every line across rotations, in order.
+    let mut follow_req = read_req(id);
+    follow_req.follow = true;
+    let mut follower = c.read(follow_req).await.unwrap().into_inner();
+
+    // ~90 bytes per line: 400 lines are ~36 KiB, many rotations of 2 KiB.
+    for chunk in (1..=400u64).collect::<Vec<_>>().chunks(25) {
+        write(&mut c, chunk.iter().map(|s| entry(id, "s1", *s)).collect()).await;
+    }
+    let mut followed = Vec::new();
+    while followed.len() < 400 {
+        let e = tokio::time::timeout(Duration::from_secs(10), follower.next())
+            .await
+            .expect("the follower stalled")
+            .unwrap()
+            .unwrap();
+        followed.push(e);
+    }
+    assert_eq!(texts(&followed), expected(1..=400));
+
+    // The disk: the current file and at most two rotated ones (gzipped), bounded.
+    let dir = data.join("logd/containers").join(id);
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            format!("{id}-json.log"),
+            format!("{id}-json.log.1.gz"),
+            format!("{id}-json.log.2.gz")
+        ]
+    );
+    let total: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
+    assert!(
+        total <= 3 * 2048,
+        "{total} bytes on disk for max-size 2k x 3"
+    );
+    let current = std::fs::metadata(dir.join(format!("{id}-json.log")))
+        .unwrap()
+        .len();
+    assert!(current <= 2048, "the current file grew to {current} bytes");
+
+    // Reading everything gives the newest lines, contiguous, oldest dropped.
+    let all = texts(&read(&mut c, read_req(id)).await);
+    let first: u64 = all[0].trim_start_matches("line ").trim().parse().unwrap();
+    assert!(first > 1, "nothing was dropped");
+    assert_eq!(all, expected(first..=400));
+    // --tail reaches into the rotated files when the current one is short.
+    let mut tail = read_req(id);
+    tail.tail = 40;
+    assert_eq!(texts(&read(&mut c, tail).await), expected(361..=400));
+
+    // kill -9 and restart: the same lines, and rotation goes on.
+    logd.kill9();
+    let logd = Logd::start(&data, &run).await;
+    let mut c = logd.client();
+    assert_eq!(texts(&read(&mut c, read_req(id)).await), all);
+    write(&mut c, (401..=450).map(|s| entry(id, "s1", s)).collect()).await;
+    let again = texts(&read(&mut c, read_req(id)).await);
+    assert_eq!(again.last().map(String::as_str), Some("line 450\n"));
+}
