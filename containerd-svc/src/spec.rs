@@ -263,13 +263,6 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
     ];
     let bind = |src: &Path, dst: &str| json!({"destination": dst, "type": "bind", "source": src.display().to_string(), "options": ["rbind", "rprivate"]});
-    mounts.push(bind(&bundle.join("hostname"), "/etc/hostname"));
-    if !spec.hosts_file.is_empty() {
-        mounts.push(bind(&bundle.join("hosts"), "/etc/hosts"));
-    }
-    if !spec.resolv_conf.is_empty() {
-        mounts.push(bind(&bundle.join("resolv.conf"), "/etc/resolv.conf"));
-    }
     for m in &spec.mounts {
         if m.destination.is_empty() || !m.destination.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
@@ -297,6 +290,22 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
                     "unsupported mount type {other:?}"
                 )));
             }
+        }
+    }
+
+    // After the user's mounts, as Docker appends its network files last: a volume on
+    // /etc must not hide them. A user mount on the file itself replaces it.
+    let user_has = |dst: &str| spec.mounts.iter().any(|m| m.destination == dst);
+    let mut etc_files = vec![("hostname", "/etc/hostname")];
+    if !spec.hosts_file.is_empty() {
+        etc_files.push(("hosts", "/etc/hosts"));
+    }
+    if !spec.resolv_conf.is_empty() {
+        etc_files.push(("resolv.conf", "/etc/resolv.conf"));
+    }
+    for (file, dst) in etc_files {
+        if !user_has(dst) {
+            mounts.push(bind(&bundle.join(file), dst));
         }
     }
 
@@ -534,6 +543,43 @@ mod tests {
             build(&s, Path::new("/b"), "p"),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn etc_files_go_over_a_volume_on_etc_unless_the_user_mounts_them() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = base(d.path());
+        s.hosts_file = "127.0.0.1 localhost\n".into();
+        let bind = |src: &str, dst: &str| Mount {
+            source: src.into(),
+            destination: dst.into(),
+            r#type: "bind".into(),
+            options: vec![],
+        };
+        s.mounts = vec![bind("/vol", "/etc"), bind("/mine", "/etc/hostname")];
+        let spec = parse(build(&s, Path::new("/b"), "p").unwrap());
+        let dests: Vec<(String, String)> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let src = m.source().as_ref().map(|p| p.display().to_string());
+                (
+                    m.destination().display().to_string(),
+                    src.unwrap_or_default(),
+                )
+            })
+            .filter(|(d, _)| d.starts_with("/etc"))
+            .collect();
+        assert_eq!(
+            dests,
+            vec![
+                ("/etc".to_string(), "/vol".to_string()),
+                ("/etc/hostname".to_string(), "/mine".to_string()),
+                ("/etc/hosts".to_string(), "/b/hosts".to_string()),
+            ]
+        );
     }
 
     #[test]

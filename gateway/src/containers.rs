@@ -138,68 +138,6 @@ async fn undo(services: &Services, id: &str, reserved: Vec<Reserved>) {
     }
 }
 
-/// Parsed `-v` / `Binds` entry.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Bind {
-    /// A host path bind mount.
-    Host {
-        source: String,
-        destination: String,
-        read_only: bool,
-    },
-    /// A named volume.
-    Volume {
-        name: String,
-        destination: String,
-        read_only: bool,
-    },
-}
-
-/// Parses `src:dst[:opts]` as Docker's `-v`.
-pub fn parse_bind(spec: &str) -> Result<Bind, ApiError> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (src, dst, opts) = match parts.as_slice() {
-        [s, d] => (*s, *d, ""),
-        [s, d, o] => (*s, *d, *o),
-        _ => {
-            return Err(ApiError::bad_request(format!(
-                "invalid volume specification: '{spec}'"
-            )));
-        }
-    };
-    if !dst.starts_with('/') {
-        return Err(ApiError::bad_request(format!(
-            "invalid volume specification: '{spec}': invalid mount config for type \"bind\": invalid mount path: '{dst}' mount path must be absolute"
-        )));
-    }
-    let mut read_only = false;
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o {
-            "ro" => read_only = true,
-            "rw" | "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave"
-            | "rslave" | "nocopy" => {}
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "invalid volume specification: '{spec}': invalid mode: {other}"
-                )));
-            }
-        }
-    }
-    if src.starts_with('/') {
-        Ok(Bind::Host {
-            source: src.into(),
-            destination: dst.into(),
-            read_only,
-        })
-    } else {
-        Ok(Bind::Volume {
-            name: src.into(),
-            destination: dst.into(),
-            read_only,
-        })
-    }
-}
-
 fn hosts_file(ip: &str, hostname: &str, extra: &[(String, String)]) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
@@ -314,23 +252,30 @@ pub async fn create(
         .get("AutoRemove")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let log_driver = host_config
+    let requested_driver = host_config
         .pointer("/LogConfig/Type")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(&st.info.log_driver)
-        .to_string();
+        .filter(|s| !s.is_empty());
+    let log_driver = requested_driver.unwrap_or(&st.info.log_driver).to_string();
+    // --log-opt without --log-driver adds to the daemon's default driver; the daemon's
+    // log-opts apply only to its own default driver.
+    let mut log_opts: HashMap<String, String> = host_config
+        .pointer("/LogConfig/Config")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if log_opts.is_empty() && requested_driver.is_none_or(|d| d == st.info.log_driver) {
+        log_opts = st.info.log_opts.clone();
+    }
     if !matches!(log_driver.as_str(), "json-file" | "none") {
         return Err(ApiError::not_supported(format!(
             "the {log_driver} logging driver"
         )));
     }
-    let binds: Vec<Bind> = string_list(host_config.get("Binds"))
-        .unwrap_or_default()
-        .iter()
-        .map(|b| parse_bind(b))
-        .collect::<Result<_, _>>()?;
-
     let mut s = st.services.clone();
     if !name.is_empty() {
         match call(
@@ -359,6 +304,7 @@ pub async fn create(
     .await?;
     let img_cfg = parse_config(&image);
     let img_c = img_cfg.get("config").cloned().unwrap_or(json!({}));
+    let mount_plan = crate::mounts::Plan::build(&st, &req, &host_config, &img_c).await?;
     let exposed = exposed_ports(&img_c, &req)?;
     let publish_all = host_config
         .get("PublishAllPorts")
@@ -457,24 +403,22 @@ pub async fn create(
     let result = async {
         let snap = call(
             IMAGED,
-            s.images.prepare_snapshot(ipb::PrepareSnapshotRequest { container_id: id.clone(), image_id: image.id.clone() }),
+            s.images.prepare_snapshot(ipb::PrepareSnapshotRequest {
+                container_id: id.clone(),
+                image_id: image.id.clone(),
+            }),
         )
         .await?;
         reserved.push(Reserved::Snapshot);
-        let volume_reqs: Vec<vpb::VolumeMountRequest> = binds
-            .iter()
-            .filter_map(|b| match b {
-                Bind::Volume { name, destination, read_only } => Some(vpb::VolumeMountRequest {
-                    name: name.clone(),
-                    destination: destination.clone(),
-                    read_only: *read_only,
-                }),
-                Bind::Host { .. } => None,
-            })
-            .collect();
-        let attached = call(
+        // Copying image content into new volumes can take a while.
+        let attached = call_within(
             VOLUMED,
-            s.volumes.attach_container(vpb::AttachContainerRequest { container_id: id.clone(), mounts: volume_reqs }),
+            Duration::from_secs(120),
+            s.volumes.attach_container(vpb::AttachContainerRequest {
+                container_id: id.clone(),
+                mounts: mount_plan.volume_requests(),
+                rootfs_path: snap.rootfs_path.clone(),
+            }),
         )
         .await?;
         reserved.push(Reserved::Volumes);
@@ -483,45 +427,53 @@ pub async fn create(
             endpoints_config
                 .get(&network_mode)
                 .or_else(|| endpoints_config.get(str_field(&host_config, "NetworkMode")))
-                .or_else(|| endpoints_config.get("default").filter(|_| network_mode == "bridge")),
+                .or_else(|| {
+                    endpoints_config
+                        .get("default")
+                        .filter(|_| network_mode == "bridge")
+                }),
         );
         let mut endpoints = Vec::new();
         if joined.is_none() {
-        let endpoint = call_within(
-            NETD,
-            Duration::from_secs(30),
-            s.networks.create_endpoint(npb::CreateEndpointRequest {
-                container_id: id.clone(),
-                network: network_mode.clone(),
-                container_name: name.clone(),
-                aliases: primary.aliases,
-                ipv4_address: primary.ipv4_address,
-                ports: if matches!(network_mode.as_str(), "host" | "none") { Vec::new() } else { ports.clone() },
-                dns_servers: dns_servers.clone(),
-            }),
-        )
-        .await?;
-        reserved.push(Reserved::Endpoint);
-        endpoints.push(endpoint);
-        for net in &extra_networks {
-            let es = crate::networks::endpoint_settings(endpoints_config.get(net));
-            endpoints.push(
-                call_within(
-                    NETD,
-                    Duration::from_secs(30),
-                    s.networks.create_endpoint(npb::CreateEndpointRequest {
-                        container_id: id.clone(),
-                        network: net.clone(),
-                        container_name: name.clone(),
-                        aliases: es.aliases,
-                        ipv4_address: es.ipv4_address,
-                        ports: Vec::new(),
-                        dns_servers: dns_servers.clone(),
-                    }),
-                )
-                .await?,
-            );
-        }
+            let endpoint = call_within(
+                NETD,
+                Duration::from_secs(30),
+                s.networks.create_endpoint(npb::CreateEndpointRequest {
+                    container_id: id.clone(),
+                    network: network_mode.clone(),
+                    container_name: name.clone(),
+                    aliases: primary.aliases,
+                    ipv4_address: primary.ipv4_address,
+                    ports: if matches!(network_mode.as_str(), "host" | "none") {
+                        Vec::new()
+                    } else {
+                        ports.clone()
+                    },
+                    dns_servers: dns_servers.clone(),
+                }),
+            )
+            .await?;
+            reserved.push(Reserved::Endpoint);
+            endpoints.push(endpoint);
+            for net in &extra_networks {
+                let es = crate::networks::endpoint_settings(endpoints_config.get(net));
+                endpoints.push(
+                    call_within(
+                        NETD,
+                        Duration::from_secs(30),
+                        s.networks.create_endpoint(npb::CreateEndpointRequest {
+                            container_id: id.clone(),
+                            network: net.clone(),
+                            container_name: name.clone(),
+                            aliases: es.aliases,
+                            ipv4_address: es.ipv4_address,
+                            ports: Vec::new(),
+                            dns_servers: dns_servers.clone(),
+                        }),
+                    )
+                    .await?,
+                );
+            }
         }
         let endpoint = match &joined {
             Some(target) => npb::Endpoint {
@@ -532,43 +484,23 @@ pub async fn create(
         };
         call(
             LOGD,
-            s.logs.open(lpb::OpenRequest { container_id: id.clone(), driver: log_driver.clone(), options: HashMap::new() }),
+            s.logs.open(lpb::OpenRequest {
+                container_id: id.clone(),
+                driver: log_driver.clone(),
+                options: log_opts.clone(),
+            }),
         )
         .await?;
         reserved.push(Reserved::Log);
 
-        let mut mounts: Vec<cpb::Mount> = Vec::new();
-        let mut mounts_json: Vec<Value> = Vec::new();
-        for b in &binds {
-            if let Bind::Host { source, destination, read_only } = b {
-                if !std::path::Path::new(source).exists() {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid mount config for type \"bind\": bind source path does not exist: {source}"
-                    )));
-                }
-                mounts.push(cpb::Mount {
-                    source: source.clone(),
-                    destination: destination.clone(),
-                    r#type: "bind".into(),
-                    options: if *read_only { vec!["ro".into()] } else { vec![] },
-                });
-                mounts_json.push(json!({"Type": "bind", "Source": source, "Destination": destination,
-                    "Mode": if *read_only { "ro" } else { "" }, "RW": !read_only, "Propagation": "rprivate"}));
-            }
-        }
-        for m in &attached.mounts {
-            mounts.push(cpb::Mount {
-                source: m.source.clone(),
-                destination: m.destination.clone(),
-                r#type: "bind".into(),
-                options: if m.read_only { vec!["ro".into()] } else { vec![] },
-            });
-            mounts_json.push(json!({"Type": "volume", "Name": m.name, "Source": m.source, "Destination": m.destination,
-                "Driver": "local", "Mode": if m.read_only { "ro" } else { "z" }, "RW": !m.read_only, "Propagation": ""}));
-        }
+        let (mounts, mounts_json) = mount_plan.container_mounts(&attached.mounts)?;
 
         let host_net = network_mode == "host";
-        let shown: Vec<npb::Endpoint> = if host_net { Vec::new() } else { endpoints.clone() };
+        let shown: Vec<npb::Endpoint> = if host_net {
+            Vec::new()
+        } else {
+            endpoints.clone()
+        };
         let embedded_dns = endpoints.iter().any(|e| !e.dns_names.is_empty());
         let extra_hosts = extra_hosts(&extra_hosts_req, &endpoint.gateway)?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -598,7 +530,10 @@ pub async fn create(
         let mut hc = host_config.clone();
         if let Some(o) = hc.as_object_mut() {
             o.insert("NetworkMode".into(), json!(network_mode));
-            o.insert("LogConfig".into(), json!({"Type": log_driver, "Config": {}}));
+            o.insert(
+                "LogConfig".into(),
+                json!({"Type": log_driver, "Config": log_opts}),
+            );
         }
         let spec = cpb::ContainerSpec {
             id: id.clone(),
@@ -638,15 +573,36 @@ pub async fn create(
             } else if host_net {
                 host_resolv
             } else {
-                crate::networks::resolv_conf(&host_resolv, embedded_dns, &dns_servers, &dns_search, &dns_options)
+                crate::networks::resolv_conf(
+                    &host_resolv,
+                    embedded_dns,
+                    &dns_servers,
+                    &dns_search,
+                    &dns_options,
+                )
             },
-            memory_bytes: host_config.get("Memory").and_then(Value::as_i64).unwrap_or(0),
-            pids_limit: host_config.get("PidsLimit").and_then(Value::as_i64).unwrap_or(0).max(0),
+            memory_bytes: host_config
+                .get("Memory")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            pids_limit: host_config
+                .get("PidsLimit")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                .max(0),
             stop_signal,
-            stop_timeout: req.get("StopTimeout").and_then(Value::as_i64).map(|t| t as i32).unwrap_or(-1),
+            stop_timeout: req
+                .get("StopTimeout")
+                .and_then(Value::as_i64)
+                .map(|t| t as i32)
+                .unwrap_or(-1),
             log_driver,
         };
-        call(CONTAINERD, s.containers.create(cpb::CreateRequest { spec: Some(spec) })).await
+        call(
+            CONTAINERD,
+            s.containers.create(cpb::CreateRequest { spec: Some(spec) }),
+        )
+        .await
     }
     .await;
     match result {
@@ -1099,6 +1055,7 @@ pub async fn wait(
     let c = get_container(&st, &id).await?;
     let full_id = spec_of(&c).id;
     let mut client = st.services.containers.clone();
+    let removing = st.removing.clone();
     let fut = async move {
         let mut cond = condition;
         let mut last_code = c.exit_code;
@@ -1110,6 +1067,9 @@ pub async fn wait(
             match client.wait(req).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    if cond == "removed" {
+                        removal_finished(&removing, &full_id).await;
+                    }
                     let err = if r.error.is_empty() {
                         Value::Null
                     } else {
@@ -1120,6 +1080,7 @@ pub async fn wait(
                     );
                 }
                 Err(s) if s.code() == tonic::Code::NotFound && cond == "removed" => {
+                    removal_finished(&removing, &full_id).await;
                     return Ok(json!({"StatusCode": last_code, "Error": null}).to_string() + "\n");
                 }
                 Err(s)
@@ -1160,6 +1121,55 @@ pub async fn wait(
     Ok(resp)
 }
 
+/// Marks a container id as being removed for as long as it lives.
+struct RemovalInProgress {
+    set: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    id: String,
+}
+
+impl RemovalInProgress {
+    fn begin(st: &AppState, id: &str) -> Self {
+        let set = st.removing.clone();
+        *set.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.to_string())
+            .or_default() += 1;
+        Self {
+            set,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for RemovalInProgress {
+    fn drop(&mut self) {
+        let mut m = self
+            .set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Waits (bounded) until no removal of `id` is under way in this gateway.
+async fn removal_finished(removing: &std::sync::Mutex<HashMap<String, usize>>, id: &str) {
+    for _ in 0..2400 {
+        let busy = removing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(id);
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Removes a container and releases what the other services hold for it. Shared by
 /// `DELETE /containers/{id}` and the auto-remove reaper.
 pub async fn remove_container(
@@ -1168,6 +1178,7 @@ pub async fn remove_container(
     force: bool,
     remove_volumes: bool,
 ) -> Result<(), ApiError> {
+    let _removing = RemovalInProgress::begin(st, id);
     let mut s = st.services.clone();
     let removed = call_within(
         CONTAINERD,
@@ -1183,6 +1194,7 @@ pub async fn remove_container(
         .and_then(|c| c.spec)
         .map(|sp| sp.id)
         .unwrap_or_else(|| id.to_string());
+    let _removing_full = RemovalInProgress::begin(st, &full_id);
     call(
         NETD,
         s.networks.remove_endpoint(npb::RemoveEndpointRequest {
@@ -1284,29 +1296,6 @@ mod tests {
             effective_command(v(&[""]), v(&["a"]), v(&["x"]), None),
             (None, v(&["a"]))
         );
-    }
-
-    #[test]
-    fn binds_parse_like_docker() {
-        assert_eq!(
-            parse_bind("data:/data:ro").unwrap(),
-            Bind::Volume {
-                name: "data".into(),
-                destination: "/data".into(),
-                read_only: true
-            }
-        );
-        assert_eq!(
-            parse_bind("/srv:/srv").unwrap(),
-            Bind::Host {
-                source: "/srv".into(),
-                destination: "/srv".into(),
-                read_only: false
-            }
-        );
-        assert!(parse_bind("data:rel").is_err());
-        assert!(parse_bind("a:/b:bogus").is_err());
-        assert!(parse_bind("justone").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod exec;
 pub mod images;
 pub mod metrics;
+pub mod mounts;
 pub mod networks;
 pub mod orphans;
 pub mod reaper;
@@ -18,6 +19,7 @@ pub mod services;
 pub mod streams;
 pub mod system;
 pub mod util;
+pub mod volumes;
 
 use axum::Router;
 use axum::extract::Request;
@@ -47,6 +49,9 @@ pub struct AppState {
     pub create_lock: Arc<tokio::sync::RwLock<()>>,
     /// `docker events`' store and live feed.
     pub events: events::Events,
+    /// Container removals under way (ids), so `wait?condition=removed` answers only when
+    /// every service has let go of the container, not just containerd-svc.
+    pub removing: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// Facts about this daemon instance that `/info` and `/version` report.
@@ -54,8 +59,10 @@ pub struct AppState {
 pub struct DaemonInfo {
     pub roots: Roots,
     pub started: std::time::Instant,
-    /// The configured default logging driver.
+    /// The configured default logging driver (daemon.json `log-driver`).
     pub log_driver: String,
+    /// Its options (daemon.json `log-opts`).
+    pub log_opts: std::collections::HashMap<String, String>,
 }
 
 impl AppState {
@@ -65,16 +72,32 @@ impl AppState {
             services,
             create_lock: Arc::default(),
             events,
+            removing: Arc::default(),
             info: Arc::new(DaemonInfo {
                 roots,
                 started: std::time::Instant::now(),
                 log_driver: "json-file".into(),
+                log_opts: Default::default(),
             }),
         }
     }
 }
 
 /// The Docker API routes (unversioned paths; see [`app`] for the version prefix).
+impl AppState {
+    /// Sets the default logging driver and its options (from daemon.json).
+    pub fn with_log_defaults(
+        mut self,
+        driver: String,
+        opts: std::collections::HashMap<String, String>,
+    ) -> Self {
+        let info = Arc::make_mut(&mut self.info);
+        info.log_driver = driver;
+        info.log_opts = opts;
+        self
+    }
+}
+
 pub fn routes(state: AppState) -> Router {
     Router::new()
         .route("/_ping", get(system::ping))
@@ -115,11 +138,12 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/networks/{id}/connect", post(networks::connect))
         .route("/networks/{id}/disconnect", post(networks::disconnect))
-        .route("/volumes", get(system::volumes_list))
-        .route("/volumes/create", post(system::volume_create))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
         .route(
             "/volumes/{name}",
-            get(system::volume_inspect).delete(system::volume_remove),
+            get(volumes::inspect).delete(volumes::remove),
         )
         .route_layer(axum::middleware::from_fn(name_span_after_route))
         .fallback(fallback)

@@ -79,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     let events = berth_gateway::events::Events::open(&roots.state_db("gateway"))
         .await
         .context("opening the event store")?;
-    let state = AppState::new(roots, events);
+    let (log_driver, log_opts) = berth_gateway::util::log_defaults(
+        &berth_gateway::util::daemon_json(args.common.config_file.as_deref())?,
+    );
+    let state = AppState::new(roots, events).with_log_defaults(log_driver, log_opts);
     tokio::spawn(reaper::run(state.clone()));
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut servers = Vec::new();

@@ -151,17 +151,7 @@ pub fn routes(state: AppState) -> axum::Router {
 
 /// `metrics-addr` from daemon.json, if the file sets it.
 pub fn metrics_addr_from(config_file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    let Some(path) = config_file else {
-        return Ok(None);
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-    };
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))?;
-    Ok(doc
+    Ok(crate::util::daemon_json(config_file)?
         .get("metrics-addr")
         .and_then(|v| v.as_str())
         .map(str::to_string))

@@ -24,16 +24,12 @@ pub async fn run(st: AppState) {
                 let mut stream = resp.into_inner();
                 sweep(&st).await;
                 crate::orphans::sweep(&st).await;
-                loop {
-                    match stream.message().await {
-                        Ok(Some(ev)) => {
-                            record(&st, &ev).await;
-                            if ev.action == "die" && ev.auto_remove {
-                                let st = st.clone();
-                                tokio::spawn(async move { remove_exited(&st, &ev.id).await });
-                            }
-                        }
-                        Ok(None) | Err(_) => break,
+                // The stream ends (Ok(None)) or fails when containerd-svc goes away.
+                while let Ok(Some(ev)) = stream.message().await {
+                    record(&st, &ev).await;
+                    if ev.action == "die" && ev.auto_remove {
+                        let st = st.clone();
+                        tokio::spawn(async move { remove_exited(&st, &ev.id).await });
                     }
                 }
             }

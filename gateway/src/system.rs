@@ -1,16 +1,13 @@
-//! Daemon-wide endpoints: ping, version, info, and the read-only network/volume views.
+//! Daemon-wide endpoints: ping, version, info.
 
-use crate::error::ApiError;
-use crate::services::{CONTAINERD, IMAGED, NETD, VOLUMED, call, call_within};
+use crate::services::{CONTAINERD, IMAGED, NETD, VOLUMED, call_within};
 use crate::{API_VERSION, AppState, BERTH_VERSION, MIN_API_VERSION};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_proto::{containers, images, networks, volumes};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 
 /// `GET|HEAD /_ping`: the CLI negotiates its API version from these headers.
 pub async fn ping() -> Response {
@@ -144,7 +141,7 @@ pub async fn info(State(st): State<AppState>) -> Json<Value> {
         call_within(
             VOLUMED,
             INFO_DEADLINE,
-            v.list_volumes(volumes::ListVolumesRequest {})
+            v.list_volumes(volumes::ListVolumesRequest::default())
         ),
     );
     match containers_r {
@@ -237,88 +234,4 @@ pub async fn plugins() -> Json<Value> {
 /// `POST /build/prune`: there is no build cache yet, so nothing to delete is the truth.
 pub async fn build_prune() -> Json<Value> {
     Json(json!({"CachesDeleted": [], "SpaceReclaimed": 0}))
-}
-
-fn volume_json(v: &volumes::Volume) -> Value {
-    json!({
-        "Name": v.name,
-        "Driver": if v.driver.is_empty() { "local" } else { &v.driver },
-        "Mountpoint": v.mountpoint,
-        "CreatedAt": v.created_at,
-        "Labels": v.labels,
-        "Options": v.options,
-        "Scope": "local",
-    })
-}
-
-/// `GET /volumes`.
-pub async fn volumes_list(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let mut c = st.services.volumes.clone();
-    let list = call(VOLUMED, c.list_volumes(volumes::ListVolumesRequest {})).await?;
-    Ok(Json(json!({
-        "Volumes": list.volumes.iter().map(volume_json).collect::<Vec<_>>(),
-        "Warnings": [],
-    })))
-}
-
-/// `POST /volumes/create`.
-pub async fn volume_create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    #[derive(serde::Deserialize, Default)]
-    #[serde(default, rename_all = "PascalCase")]
-    struct Req {
-        name: String,
-        driver: String,
-        driver_opts: Option<HashMap<String, String>>,
-        labels: Option<HashMap<String, String>>,
-    }
-    let req: Req = if body.is_empty() {
-        Req::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?
-    };
-    if !req.driver.is_empty() && req.driver != "local" {
-        return Err(ApiError::not_found(format!(
-            "plugin \"{}\" not found",
-            req.driver
-        )));
-    }
-    let mut c = st.services.volumes.clone();
-    let v = call(
-        VOLUMED,
-        c.create_volume(volumes::CreateVolumeRequest {
-            name: req.name,
-            driver: "local".into(),
-            labels: req.labels.unwrap_or_default(),
-            options: req.driver_opts.unwrap_or_default(),
-        }),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(volume_json(&v))).into_response())
-}
-
-/// `GET /volumes/{name}`.
-pub async fn volume_inspect(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let mut c = st.services.volumes.clone();
-    let v = call(VOLUMED, c.get_volume(volumes::GetVolumeRequest { name })).await?;
-    Ok(Json(volume_json(&v)))
-}
-
-/// `DELETE /volumes/{name}?force=`.
-pub async fn volume_remove(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<StatusCode, ApiError> {
-    let mut c = st.services.volumes.clone();
-    let force = crate::util::query_bool(&q, "force");
-    call(
-        VOLUMED,
-        c.remove_volume(volumes::RemoveVolumeRequest { name, force }),
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
 }

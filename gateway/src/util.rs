@@ -142,6 +142,41 @@ pub fn parse_unix_time_param(v: Option<&String>) -> Result<i64, ApiError> {
     Ok(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
+/// daemon.json as a JSON document (`{}` when there is none).
+pub fn daemon_json(config_file: Option<&std::path::Path>) -> anyhow::Result<serde_json::Value> {
+    let Some(path) = config_file else {
+        return Ok(serde_json::json!({}));
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::json!({})),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))
+}
+
+/// daemon.json's `log-driver` (default json-file) and `log-opts`.
+pub fn log_defaults(
+    doc: &serde_json::Value,
+) -> (String, std::collections::HashMap<String, String>) {
+    let driver = doc
+        .get("log-driver")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("json-file")
+        .to_string();
+    let opts = doc
+        .get("log-opts")
+        .and_then(|v| v.as_object())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (driver, opts)
+}
+
 /// A new 64-hex object ID.
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();

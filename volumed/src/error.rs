@@ -26,6 +26,29 @@ pub enum VolumeError {
         /// The rejected option key.
         option: String,
     },
+    /// Docker's local driver: `type`, `device` and `o` need each other.
+    #[error("create {name}: missing required option: \"{option}\"")]
+    MissingOption {
+        /// The volume.
+        name: String,
+        /// The option that must be given too.
+        option: String,
+    },
+    /// The `size` option needs project quotas, which volumed does not set up (Docker
+    /// refuses it the same way without quota support).
+    #[error("create {0}: quota size requested but no quota support")]
+    QuotaUnsupported(String),
+    /// Docker: an anonymous volume cannot go where the image has a file.
+    #[error("cannot mount volume over existing file, file exists {0}")]
+    FileExists(String),
+    /// Mounting a volume with `type`/`device` options failed (Docker's wording).
+    #[error("error while mounting volume '{path}': {message}")]
+    Mount {
+        /// The volume's `_data` directory.
+        path: String,
+        /// What mount(2) said.
+        message: String,
+    },
     /// Only the local driver exists (Docker's wording for a missing plugin).
     #[error("error looking up volume plugin {0}: plugin \"{0}\" not found")]
     UnknownDriver(String),
@@ -73,9 +96,14 @@ impl From<VolumeError> for tonic::Status {
             VolumeError::NameTooShort(_)
             | VolumeError::InvalidName(_)
             | VolumeError::InvalidOption { .. }
+            | VolumeError::MissingOption { .. }
+            | VolumeError::QuotaUnsupported(_)
+            | VolumeError::FileExists(_)
             | VolumeError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             VolumeError::InUse { .. } => tonic::Status::failed_precondition(msg),
-            VolumeError::Io { .. } | VolumeError::Db(_) => tonic::Status::internal(msg),
+            VolumeError::Io { .. } | VolumeError::Mount { .. } | VolumeError::Db(_) => {
+                tonic::Status::internal(msg)
+            }
         }
     }
 }

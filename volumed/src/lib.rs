@@ -1,7 +1,10 @@
 //! berth-volumed: named and anonymous volumes (local driver) and which containers use
-//! them. Records live in SQLite, data in `<data-root>/volumed/volumes/<name>/_data`.
+//! them. Records live in SQLite, data in `<data-root>/volumed/volumes/<name>/_data`
+//! (a mount there for volumes with `type`/`device` options while they are in use).
 
+pub mod copyup;
 pub mod error;
+pub mod mounts;
 pub mod service;
 pub mod store;
 

@@ -1,6 +1,6 @@
 //! The Volumes gRPC service over [`VolumeStore`].
 
-use crate::store::{Mount, MountRequest, Volume, VolumeStore};
+use crate::store::{Filter, Mount, MountRequest, Volume, VolumeStore};
 use berth_proto::volumes as pb;
 use berth_proto::volumes::volumes_server::Volumes;
 use tonic::{Request, Response, Status};
@@ -28,6 +28,17 @@ fn to_pb(v: Volume) -> pb::Volume {
         options: v.options.into_iter().collect(),
         anonymous: v.anonymous,
         used_by: v.used_by,
+    }
+}
+
+fn filter_from_pb(f: Option<pb::VolumeFilter>) -> Filter {
+    let f = f.unwrap_or_default();
+    Filter {
+        names: f.names,
+        drivers: f.drivers,
+        labels: f.labels,
+        not_labels: f.not_labels,
+        dangling: f.dangling,
     }
 }
 
@@ -70,10 +81,29 @@ impl Volumes for VolumeService {
 
     async fn list_volumes(
         &self,
-        _request: Request<pb::ListVolumesRequest>,
+        request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let volumes = self.store.list().await?.into_iter().map(to_pb).collect();
+        let filter = filter_from_pb(request.into_inner().filter);
+        let volumes = self
+            .store
+            .list(&filter)
+            .await?
+            .into_iter()
+            .map(to_pb)
+            .collect();
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn prune_volumes(
+        &self,
+        request: Request<pb::PruneVolumesRequest>,
+    ) -> Result<Response<pb::PruneVolumesResponse>, Status> {
+        let r = request.into_inner();
+        let pruned = self.store.prune(&filter_from_pb(r.filter), r.all).await?;
+        Ok(Response::new(pb::PruneVolumesResponse {
+            deleted: pruned.deleted,
+            space_reclaimed: pruned.space_reclaimed,
+        }))
     }
 
     async fn remove_volume(
@@ -97,9 +127,14 @@ impl Volumes for VolumeService {
                 name: m.name,
                 destination: m.destination,
                 read_only: m.read_only,
+                no_copy: m.no_copy,
+                labels: m.labels.into_iter().collect(),
+                options: m.driver_options.into_iter().collect(),
             })
             .collect();
-        let out = self.store.attach(&r.container_id, &mounts).await?;
+        let rootfs =
+            Some(std::path::Path::new(&r.rootfs_path)).filter(|p| !p.as_os_str().is_empty());
+        let out = self.store.attach(&r.container_id, &mounts, rootfs).await?;
         Ok(Response::new(pb::AttachContainerResponse {
             mounts: out.into_iter().map(mount_to_pb).collect(),
         }))

@@ -1,0 +1,193 @@
+//! `docker logs` with the real CLI: json-file rotation from --log-opt and from
+//! daemon.json's log-opts (disk use bounded by max-size x max-file, reads spanning the
+//! rotated files, --tail), Docker's option errors, --timestamps, and kill -9 of
+//! berth-logd while a container writes: no line lost or doubled.
+
+use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+/// Prints `line 0` .. `line <n-1>`, then sleeps (so the container stays up).
+fn counter(n: u32, pause: &str) -> String {
+    format!("i=0; while [ $i -lt {n} ]; do echo line $i; i=$((i+1)); {pause} done; exec sleep 600")
+}
+
+fn lines(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("line {i}")).collect()
+}
+
+fn log_dir_bytes(berth: &Berth, container: &str) -> u64 {
+    let path = berth
+        .inspect("{{.LogPath}}", container)
+        .expect("the container has a log path");
+    let dir = std::path::Path::new(&path)
+        .parent()
+        .expect("the log file is in a directory")
+        .to_path_buf();
+    std::fs::read_dir(&dir)
+        .expect("the log directory exists")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn docker_logs_rotation_and_restarts() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start_full(
+        "logs",
+        &[],
+        &[],
+        r#"{"log-opts": {"max-size": "2k", "max-file": "2"}}"#,
+    )
+    .unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+
+    step!("--log-opt max-size/max-file bound the disk; reads span the rotated file");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "rot",
+            "--log-opt",
+            "max-size=1k",
+            "--log-opt",
+            "max-file=3",
+            "--log-opt",
+            "compress=true",
+            &img,
+            "sh",
+            "-c",
+            &counter(400, ""),
+        ])
+        .unwrap();
+    let done = wait_until(Duration::from_secs(30), || {
+        berth.docker(&["logs", "--tail", "1", "rot"]).stdout == "line 399\n"
+    });
+    assert!(done, "{}", berth.docker(&["logs", "--tail", "3", "rot"]));
+    assert_eq!(
+        berth
+            .inspect("{{index .HostConfig.LogConfig.Config \"max-size\"}}", "rot")
+            .unwrap(),
+        "1k"
+    );
+    let used = log_dir_bytes(&berth, "rot");
+    assert!(used <= 3 * 1024, "{used} bytes for max-size 1k x 3 files");
+    let all = berth.docker_ok(&["logs", "rot"]).unwrap();
+    let all: Vec<String> = all.lines().map(str::to_string).collect();
+    let first: u32 = all[0].trim_start_matches("line ").parse().unwrap();
+    assert!(first > 0, "nothing rotated away");
+    assert_eq!(all, lines(first..400));
+    assert!(
+        all.len() > 20,
+        "only the current file was read: {}",
+        all.len()
+    );
+    let tail = berth.docker_ok(&["logs", "--tail", "30", "rot"]).unwrap();
+    assert_eq!(
+        tail.lines().map(str::to_string).collect::<Vec<_>>(),
+        lines(370..400)
+    );
+
+    step!("daemon.json log-opts apply to containers without their own");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "dflt",
+            &img,
+            "sh",
+            "-c",
+            &counter(300, ""),
+        ])
+        .unwrap();
+    assert_eq!(
+        berth
+            .inspect(
+                "{{index .HostConfig.LogConfig.Config \"max-size\"}}",
+                "dflt"
+            )
+            .unwrap(),
+        "2k"
+    );
+    let done = wait_until(Duration::from_secs(30), || {
+        berth.docker(&["logs", "--tail", "1", "dflt"]).stdout == "line 299\n"
+    });
+    assert!(done);
+    let used = log_dir_bytes(&berth, "dflt");
+    assert!(used <= 2 * 2048, "{used} bytes for max-size 2k x 2 files");
+
+    step!("Docker's errors for bad log options");
+    let out = berth.docker(&["run", "--rm", "--log-opt", "max-sise=1k", &img, "true"]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("unknown log opt 'max-sise' for json-file log driver"),
+        "{out}"
+    );
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--log-opt",
+        "compress=true",
+        "--log-opt",
+        "max-file=1",
+        &img,
+        "true",
+    ]);
+    assert!(
+        out.stderr
+            .contains("compress cannot be true when max-file is less than 2"),
+        "{out}"
+    );
+
+    step!("--timestamps prefixes RFC 3339 times with nanoseconds");
+    let ts = berth
+        .docker_ok(&["logs", "--timestamps", "--tail", "1", "rot"])
+        .unwrap();
+    let (stamp, text) = ts.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, "line 399");
+    assert!(stamp.ends_with('Z') && stamp.len() == 30, "{stamp}");
+
+    step!("kill -9 of berth-logd while a container writes: no line lost or doubled");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "steady",
+            "--log-opt",
+            "max-size=100m",
+            &img,
+            "sh",
+            "-c",
+            &counter(3000, "usleep 1000;"),
+        ])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        berth
+            .docker(&["logs", "--tail", "1", "steady"])
+            .stdout
+            .starts_with("line ")
+    }));
+    for _ in 0..2 {
+        let old = berth.service_pid("berth-logd").expect("logd runs");
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+        assert!(wait_until(Duration::from_secs(30), || berth
+            .service_pid("berth-logd")
+            .is_some_and(|p| p != old)));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let done = wait_until(Duration::from_secs(60), || {
+        berth.docker(&["logs", "--tail", "1", "steady"]).stdout == "line 2999\n"
+    });
+    assert!(done, "{}", berth.docker(&["logs", "--tail", "3", "steady"]));
+    let got = berth.docker_ok(&["logs", "steady"]).unwrap();
+    assert_eq!(
+        got.lines().map(str::to_string).collect::<Vec<_>>(),
+        lines(0..3000)
+    );
+}
