@@ -85,7 +85,7 @@ impl Logs for LogdDouble {
         ids.dedup();
         Ok(Response::new(lp::ListLogsResponse { container_ids: ids }))
     }
-    type ReadStream = BoxStream<LogEntry>;
+    type ReadStream = BoxStream<lp::LogBatch>;
     async fn read(
         &self,
         _: Request<lp::ReadRequest>,

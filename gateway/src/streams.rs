@@ -51,6 +51,15 @@ fn render_entry(e: &lpb::LogEntry, timestamps: bool, tty: bool) -> Bytes {
     }
 }
 
+/// A whole Read batch as one chunk of the response.
+fn render_batch(b: &lpb::LogBatch, timestamps: bool, tty: bool) -> Bytes {
+    let mut out = BytesMut::with_capacity(b.entries.iter().map(|e| e.line.len() + 48).sum());
+    for e in &b.entries {
+        out.extend_from_slice(&render_entry(e, timestamps, tty));
+    }
+    out.freeze()
+}
+
 /// Docker's content type for an output stream: raw with a TTY, multiplexed without.
 pub fn stream_content_type(tty: bool) -> HeaderValue {
     if tty {
@@ -102,8 +111,8 @@ pub async fn logs(
     let body = futures_util::stream::unfold(Some(stream), move |state| async move {
         let mut s = state?;
         match s.message().await {
-            Ok(Some(e)) => Some((
-                Ok::<_, std::io::Error>(render_entry(&e, timestamps, tty)),
+            Ok(Some(b)) => Some((
+                Ok::<_, std::io::Error>(render_batch(&b, timestamps, tty)),
                 Some(s),
             )),
             Ok(None) => None,
@@ -169,8 +178,8 @@ pub async fn attach(
         let body = futures_util::stream::unfold(follower, move |state| async move {
             let mut s = state?;
             match s.message().await {
-                Ok(Some(e)) => Some((
-                    Ok::<_, std::io::Error>(render_entry(&e, false, tty)),
+                Ok(Some(b)) => Some((
+                    Ok::<_, std::io::Error>(render_batch(&b, false, tty)),
                     Some(s),
                 )),
                 _ => None,
@@ -196,8 +205,8 @@ pub async fn attach(
         if let Some(mut s) = follower {
             loop {
                 match s.message().await {
-                    Ok(Some(e)) => {
-                        if io.write_all(&render_entry(&e, false, tty)).await.is_err() {
+                    Ok(Some(b)) => {
+                        if io.write_all(&render_batch(&b, false, tty)).await.is_err() {
                             break;
                         }
                     }

@@ -6,8 +6,8 @@ use crate::rotate::{self, Rotation};
 use crate::store;
 use berth_proto::logs::logs_server::Logs;
 use berth_proto::logs::{
-    CloseRequest, CloseResponse, GetCursorRequest, GetCursorResponse, LogEntry, OpenRequest,
-    OpenResponse, ReadRequest, RemoveRequest, RemoveResponse, WriteAck,
+    CloseRequest, CloseResponse, GetCursorRequest, GetCursorResponse, LogBatch, LogEntry,
+    OpenRequest, OpenResponse, ReadRequest, RemoveRequest, RemoveResponse, WriteAck,
 };
 use futures_util::{FutureExt, StreamExt};
 use sqlx::SqlitePool;
@@ -26,6 +26,8 @@ use tonic::{Request, Response, Status, Streaming};
 const MAX_BATCH_ENTRIES: usize = 4096;
 /// Most line bytes in one batch.
 const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Most entries in one Read message.
+const BATCH_ENTRIES: usize = 2048;
 /// Bytes read per step by a reader.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -518,7 +520,7 @@ impl LogService {
     pub async fn read(
         &self,
         req: ReadRequest,
-    ) -> Result<mpsc::Receiver<Result<LogEntry, Status>>, LogError> {
+    ) -> Result<mpsc::Receiver<Result<LogBatch, Status>>, LogError> {
         let id = req.container_id.clone();
         let log = self
             .get(&id)
@@ -623,7 +625,7 @@ struct FollowCtx {
     req: ReadRequest,
     state_rx: watch::Receiver<LogState>,
     shutdown: watch::Receiver<bool>,
-    tx: mpsc::Sender<Result<LogEntry, Status>>,
+    tx: mpsc::Sender<Result<LogBatch, Status>>,
 }
 
 /// What a reader does after handing over some lines.
@@ -636,10 +638,13 @@ enum Flow {
 /// following.
 async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
     let (since, until) = (cx.req.since_unix_nano, cx.req.until_unix_nano);
+    let mut batch = Vec::with_capacity(lines.len().min(BATCH_ENTRIES));
+    let mut flow = Flow::More;
     for l in lines {
         if until > 0 && l.time_unix_nano > until {
             if cx.req.follow {
-                return Flow::Stop;
+                flow = Flow::Stop;
+                break;
             }
             continue;
         }
@@ -662,11 +667,24 @@ async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
             time_unix_nano: l.time_unix_nano,
             partial: l.partial,
         };
-        if cx.tx.send(Ok(entry)).await.is_err() {
+        batch.push(entry);
+        if batch.len() >= BATCH_ENTRIES && !send_batch(cx, &mut batch).await {
             return Flow::Stop;
         }
     }
-    Flow::More
+    if !send_batch(cx, &mut batch).await {
+        return Flow::Stop;
+    }
+    flow
+}
+
+/// Sends the entries gathered so far (if any); false when the reader went away.
+async fn send_batch(cx: &FollowCtx, batch: &mut Vec<LogEntry>) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let entries = std::mem::take(batch);
+    cx.tx.send(Ok(LogBatch { entries })).await.is_ok()
 }
 
 /// Reads `file[offset..end]` in chunks, handing lines over; the new offset, or None when
@@ -967,7 +985,7 @@ impl Logs for LogService {
         Ok(Response::new(CloseResponse {}))
     }
 
-    type ReadStream = BoxStream<LogEntry>;
+    type ReadStream = BoxStream<LogBatch>;
 
     async fn read(
         &self,

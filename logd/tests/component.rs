@@ -122,8 +122,8 @@ fn read_req(id: &str) -> ReadRequest {
 async fn read(c: &mut LogsClient<Channel>, req: ReadRequest) -> Vec<LogEntry> {
     let mut s = c.read(req).await.unwrap().into_inner();
     let mut out = Vec::new();
-    while let Some(e) = s.next().await {
-        out.push(e.unwrap());
+    while let Some(b) = s.next().await {
+        out.extend(b.unwrap().entries);
     }
     out
 }
@@ -440,12 +440,12 @@ async fn rotation_bounds_the_disk_and_reads_span_the_files() {
     }
     let mut followed = Vec::new();
     while followed.len() < 400 {
-        let e = tokio::time::timeout(Duration::from_secs(10), follower.next())
+        let b = tokio::time::timeout(Duration::from_secs(10), follower.next())
             .await
             .expect("the follower stalled")
             .unwrap()
             .unwrap();
-        followed.push(e);
+        followed.extend(b.entries);
     }
     assert_eq!(texts(&followed), expected(1..=400));
 
