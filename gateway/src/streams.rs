@@ -38,24 +38,27 @@ fn timestamp_prefix(nanos: i64) -> String {
     format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.9fZ"))
 }
 
-fn render_entry(e: &lpb::LogEntry, timestamps: bool, tty: bool) -> Bytes {
-    let mut payload = Vec::with_capacity(e.line.len() + 32);
-    if timestamps {
-        payload.extend_from_slice(timestamp_prefix(e.time_unix_nano).as_bytes());
-    }
-    payload.extend_from_slice(&e.line);
-    if tty {
-        Bytes::from(payload)
+/// Appends one entry as the client sees it: a stdcopy frame, or raw with a TTY.
+fn render_into(out: &mut BytesMut, e: &lpb::LogEntry, timestamps: bool, tty: bool) {
+    let prefix = if timestamps {
+        timestamp_prefix(e.time_unix_nano)
     } else {
-        frame(if e.stream == 2 { STDERR } else { STDOUT }, &payload)
+        String::new()
+    };
+    if !tty {
+        out.put_u8(if e.stream == 2 { STDERR } else { STDOUT });
+        out.put_bytes(0, 3);
+        out.put_u32((prefix.len() + e.line.len()) as u32);
     }
+    out.put_slice(prefix.as_bytes());
+    out.put_slice(&e.line);
 }
 
 /// A whole Read batch as one chunk of the response.
 fn render_batch(b: &lpb::LogBatch, timestamps: bool, tty: bool) -> Bytes {
     let mut out = BytesMut::with_capacity(b.entries.iter().map(|e| e.line.len() + 48).sum());
     for e in &b.entries {
-        out.extend_from_slice(&render_entry(e, timestamps, tty));
+        render_into(&mut out, e, timestamps, tty);
     }
     out.freeze()
 }
@@ -264,12 +267,28 @@ mod tests {
 
     #[test]
     fn entries_render_per_stream() {
-        let e = lpb::LogEntry {
-            stream: 2,
-            line: b"x\n".to_vec(),
-            ..Default::default()
+        let b = lpb::LogBatch {
+            entries: vec![
+                lpb::LogEntry {
+                    stream: 2,
+                    line: b"x\n".to_vec(),
+                    ..Default::default()
+                },
+                lpb::LogEntry {
+                    stream: 1,
+                    line: b"yz\n".to_vec(),
+                    time_unix_nano: 1_700_000_000_000_000_123,
+                    ..Default::default()
+                },
+            ],
         };
-        assert_eq!(render_entry(&e, false, false)[0], STDERR);
-        assert_eq!(&render_entry(&e, false, true)[..], b"x\n");
+        let framed = render_batch(&b, false, false);
+        assert_eq!(
+            &framed[..],
+            b"\x02\0\0\0\0\0\0\x02x\n\x01\0\0\0\0\0\0\x03yz\n"
+        );
+        assert_eq!(&render_batch(&b, false, true)[..], b"x\nyz\n");
+        let stamped = render_batch(&b, true, true);
+        assert!(stamped.ends_with(b"2023-11-14T22:13:20.000000123Z yz\n"));
     }
 }

@@ -561,7 +561,6 @@ impl LogService {
         let shutdown = self.inner.shutdown.subscribe();
         tokio::spawn(follow(
             FollowCtx {
-                id,
                 path: log.path.clone(),
                 file,
                 generation: state.generation,
@@ -618,7 +617,6 @@ fn rotated_history(
 }
 
 struct FollowCtx {
-    id: String,
     path: PathBuf,
     generation: u64,
     file: Arc<File>,
@@ -659,7 +657,9 @@ async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
             continue;
         }
         let entry = LogEntry {
-            container_id: cx.id.clone(),
+            // The reader asked for this container: repeating its id on every line
+            // would cost more than many lines themselves.
+            container_id: String::new(),
             session: String::new(),
             seq: 0,
             stream: l.stream,
