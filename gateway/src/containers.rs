@@ -233,6 +233,14 @@ pub async fn create(
     if network_mode.is_empty() || network_mode == "default" {
         network_mode = "bridge".into();
     }
+    if host_config
+        .get("Links")
+        .and_then(Value::as_array)
+        .is_some_and(|l| !l.is_empty())
+    {
+        // Legacy links; user-defined networks with DNS are what Docker recommends.
+        return Err(ApiError::not_supported("--link"));
+    }
     let endpoints_config = req
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object)

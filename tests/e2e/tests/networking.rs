@@ -309,6 +309,12 @@ fn docker_networks() {
     assert!(files.contains("10.1.2.3\tdb.local\n"), "{files}");
     assert!(files.contains(&format!("172.29.{n}.1\tgw\n")), "{files}");
 
+    let out = berth.docker(&["run", "--rm", "--link", "web:w", &img, "true"]);
+    assert!(
+        !out.success() && out.stderr.contains("--link is not supported yet"),
+        "{out}"
+    );
+
     step!("networks are isolated; --internal reaches nothing outside; none has only lo");
     let back_subnet = format!("172.31.{n}.0/24");
     berth
