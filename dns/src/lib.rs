@@ -40,6 +40,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 mod local;
 mod netns;
 mod server;
+#[cfg(test)]
+mod testutil;
 mod upstream;
 mod wire;
 

@@ -84,10 +84,11 @@ fn reusable_tcp_listener(addr: SocketAddrV4) -> io::Result<std::net::TcpListener
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::addresses;
     use crate::{Names, serve};
     use hickory_proto::{
         op::{Message, MessageType, OpCode, Query, ResponseCode},
-        rr::{Name, RData, RecordType, rdata::A},
+        rr::{Name, RecordType},
     };
     use nix::{
         mount::{MntFlags, MsFlags, mount, umount2},
@@ -217,17 +218,6 @@ mod tests {
         let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
         stream.read_exact(&mut reply).unwrap();
         Message::from_vec(&reply).unwrap()
-    }
-
-    fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
-        reply
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::A(A(ip)) => Some(*ip),
-                _ => None,
-            })
-            .collect()
     }
 
     fn current_netns() -> PathBuf {

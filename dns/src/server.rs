@@ -189,6 +189,7 @@ async fn io_within<T>(operation: impl Future<Output = io::Result<T>>) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::addresses;
     use hickory_proto::{
         op::{Message, MessageType, OpCode, Query, ResponseCode},
         rr::{Name, RData, Record, RecordType, rdata::A},
@@ -278,17 +279,6 @@ mod tests {
         let mut reply = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
         stream.read_exact(&mut reply).await.unwrap();
         Message::from_vec(&reply).unwrap()
-    }
-
-    fn addresses(reply: &Message) -> Vec<Ipv4Addr> {
-        reply
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::A(A(ip)) => Some(*ip),
-                _ => None,
-            })
-            .collect()
     }
 
     #[tokio::test]

@@ -195,15 +195,7 @@ mod tests {
     }
 
     fn addresses_in(reply: &[u8]) -> Vec<Ipv4Addr> {
-        Message::from_vec(reply)
-            .unwrap()
-            .answers
-            .iter()
-            .filter_map(|record| match &record.data {
-                RData::A(A(ip)) => Some(*ip),
-                _ => None,
-            })
-            .collect()
+        crate::testutil::addresses(&Message::from_vec(reply).unwrap())
     }
 
     #[tokio::test]
