@@ -767,6 +767,66 @@ fn matches_filters(
     Ok(true)
 }
 
+/// `POST /containers/prune?filters=`: every stopped container (exited, created, dead).
+pub async fn prune(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let filters = parse_filters(&q)?;
+    if let Some(k) = filters
+        .keys()
+        .find(|k| !matches!(k.as_str(), "label" | "label!" | "until"))
+    {
+        return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+    }
+    let until = filters
+        .get("until")
+        .and_then(|v| v.iter().next())
+        .map(|v| crate::util::parse_unix_time_param(Some(v)))
+        .transpose()?
+        .unwrap_or(0);
+    let mut c = st.services.containers.clone();
+    let list = call(CONTAINERD, c.list(cpb::ListRequest { all: true }))
+        .await?
+        .containers;
+    let mut deleted = Vec::new();
+    for ctr in list {
+        if !matches!(ctr.state.as_str(), "exited" | "created" | "dead") {
+            continue;
+        }
+        let spec = spec_of(&ctr);
+        let label_ok = |key: &str, want: bool| {
+            filters.get(key).is_none_or(|vals| {
+                vals.iter().all(|v| {
+                    let has = match v.split_once('=') {
+                        Some((k, val)) => spec.labels.get(k).is_some_and(|x| x == val),
+                        None => spec.labels.contains_key(v),
+                    };
+                    has == want
+                })
+            })
+        };
+        if !label_ok("label", true) || !label_ok("label!", false) {
+            continue;
+        }
+        let created = parse_time(&ctr.created)
+            .and_then(|t| t.timestamp_nanos_opt())
+            .unwrap_or(0);
+        if until > 0 && created >= until {
+            continue;
+        }
+        match remove_container(&st, &spec.id, false, false).await {
+            Ok(()) => deleted.push(spec.id.clone()),
+            // Started again meanwhile: it stays.
+            Err(e) if e.status == StatusCode::CONFLICT => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Json(
+        json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0}),
+    ))
+}
+
 /// `GET /containers/json?all=&limit=&filters=`.
 pub async fn list(
     State(st): State<AppState>,

@@ -168,6 +168,111 @@ pub async fn create(
     Ok(resp)
 }
 
+/// `POST /images/prune?filters=`: images no container uses; only untagged ones unless
+/// the filter `dangling=false` (`docker image prune -a`).
+async fn prune(st: &AppState, q: &HashMap<String, String>) -> Result<Json<Value>, ApiError> {
+    let filters = crate::util::parse_filters(q)?;
+    let mut only_dangling = true;
+    for (k, vals) in &filters {
+        match k.as_str() {
+            "dangling" => {
+                only_dangling = !vals.iter().any(|v| v == "false" || v == "0");
+            }
+            "label" | "label!" | "until" => {}
+            other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
+        }
+    }
+    let until = filters
+        .get("until")
+        .and_then(|v| v.iter().next())
+        .map(|v| crate::util::parse_unix_time_param(Some(v)))
+        .transpose()?
+        .unwrap_or(0);
+    let mut images = st.services.images.clone();
+    let mut containers = st.services.containers.clone();
+    let list = call(
+        IMAGED,
+        images.list_images(images::ListImagesRequest { all: true }),
+    )
+    .await?
+    .images;
+    let used: std::collections::HashSet<String> = call(
+        crate::services::CONTAINERD,
+        containers.list(berth_proto::containers::ListRequest { all: true }),
+    )
+    .await?
+    .containers
+    .into_iter()
+    .filter_map(|c| c.spec.map(|s| s.image_id))
+    .collect();
+    let mut deleted: Vec<Value> = Vec::new();
+    let mut reclaimed: i64 = 0;
+    for img in list {
+        if used.contains(&img.id) || (only_dangling && !img.repo_tags.is_empty()) {
+            continue;
+        }
+        let cfg = parse_config(&img);
+        let labels = cfg
+            .pointer("/config/Labels")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let label_ok = |key: &str, want: bool| {
+            filters.get(key).is_none_or(|vals| {
+                vals.iter().all(|v| {
+                    let has = match v.split_once('=') {
+                        Some((k, val)) => labels.get(k).and_then(Value::as_str) == Some(val),
+                        None => labels.get(v.as_str()).is_some(),
+                    };
+                    has == want
+                })
+            })
+        };
+        if !label_ok("label", true) || !label_ok("label!", false) {
+            continue;
+        }
+        if until > 0
+            && parse_time(&img.created)
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0)
+                >= until
+        {
+            continue;
+        }
+        // Every tag goes; the last removal deletes the image and frees its layers.
+        let refs: Vec<String> = if img.repo_tags.is_empty() {
+            vec![img.id.clone()]
+        } else {
+            img.repo_tags.clone()
+        };
+        for reference in refs {
+            match call(
+                IMAGED,
+                images.remove_image(images::RemoveImageRequest {
+                    reference,
+                    force: false,
+                }),
+            )
+            .await
+            {
+                Ok(r) => {
+                    for i in r.items {
+                        if i.kind == "Deleted" {
+                            reclaimed += img.size;
+                        }
+                        deleted.push(json!({ i.kind: i.value }));
+                    }
+                }
+                // A container may have started using it meanwhile: it stays.
+                Err(e) if e.status == StatusCode::CONFLICT => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(Json(
+        json!({"ImagesDeleted": deleted, "SpaceReclaimed": reclaimed}),
+    ))
+}
+
 /// A reference as Docker shows it to people: `docker.io/library/` and `docker.io/`
 /// dropped.
 pub fn familiar(reference: &str) -> &str {
@@ -338,6 +443,9 @@ pub async fn post_by_path(
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    if rest == "prune" {
+        return prune(&st, &q).await.map(IntoResponse::into_response);
+    }
     if let Some(source) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").cloned().unwrap_or_default();
         if repo.is_empty() {
@@ -372,7 +480,6 @@ pub async fn post_by_path(
     let what = match rest.rsplit('/').next().unwrap_or("") {
         "push" => "docker push".to_string(),
         "load" => "docker load".to_string(),
-        "prune" => "docker image prune".to_string(),
         _ => format!("{method} /images/{rest}"),
     };
     Err(ApiError::not_supported(what))

@@ -116,6 +116,7 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/containers/create", post(containers::create))
         .route("/containers/json", get(containers::list))
+        .route("/containers/prune", post(containers::prune))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}/start", post(containers::start))
         .route("/containers/{id}/stop", post(containers::stop))
