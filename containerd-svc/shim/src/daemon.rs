@@ -87,8 +87,15 @@ fn daemon(args: RunArgs) -> ExitCode {
         .try_init();
     let started_at = now_unix_nano();
     let mut steps = Steps::default();
+    // The API socket exists before the handshake says "started": containerd-svc may
+    // call it (kill, wait) the moment it reads the line.
+    let mut api = None;
     let result = steps
         .time("prepare", || prepare(&args))
+        .and_then(|()| {
+            api = Some(bind_api(&args.shim_dir)?);
+            Ok(())
+        })
         .and_then(|()| create(&args, &mut steps));
     let mut out = std::io::stdout();
     let started = match result {
@@ -122,7 +129,11 @@ fn daemon(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(args, started, started_at)) {
+    let Some(api) = api else {
+        tracing::error!("no API socket");
+        return ExitCode::FAILURE;
+    };
+    match rt.block_on(serve(args, started, started_at, api)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "shim failed");
@@ -322,7 +333,30 @@ async fn read_stream(fd: OwnedFd, stream: i32, tx: mpsc::Sender<Output>) {
     }
 }
 
-async fn serve(args: RunArgs, started: Started, started_at: i64) -> Result<(), ShimError> {
+/// Binds `<shim-dir>/shim.sock` (owner only).
+fn bind_api(shim_dir: &std::path::Path) -> Result<std::os::unix::net::UnixListener, ShimError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| ShimError::Io { what, source }
+    };
+    let sock = shim_dir.join("shim.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&sock).map_err(io("binding shim.sock"))?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod shim.sock"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io("shim.sock non-blocking"))?;
+    Ok(listener)
+}
+
+async fn serve(
+    args: RunArgs,
+    started: Started,
+    started_at: i64,
+    api: std::os::unix::net::UnixListener,
+) -> Result<(), ShimError> {
     let io = |what: &str| {
         let what = what.to_string();
         move |source| ShimError::Io { what, source }
@@ -378,11 +412,7 @@ async fn serve(args: RunArgs, started: Started, started_at: i64) -> Result<(), S
     tokio::spawn(logfwd::forward(target, channel, out_rx));
 
     // API.
-    let sock = args.shim_dir.join("shim.sock");
-    let _ = std::fs::remove_file(&sock);
-    let listener = tokio::net::UnixListener::bind(&sock).map_err(io("binding shim.sock"))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .map_err(io("chmod shim.sock"))?;
+    let listener = tokio::net::UnixListener::from_std(api).map_err(io("serving shim.sock"))?;
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);
     let svc = ShimService {
         id: args.id.clone(),
