@@ -779,12 +779,7 @@ pub async fn prune(
     {
         return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
     }
-    let until = filters
-        .get("until")
-        .and_then(|v| v.iter().next())
-        .map(|v| crate::util::parse_unix_time_param(Some(v)))
-        .transpose()?
-        .unwrap_or(0);
+    let until = crate::util::until_filter(&filters)?;
     let mut c = st.services.containers.clone();
     let list = call(CONTAINERD, c.list(cpb::ListRequest { all: true }))
         .await?
@@ -795,18 +790,11 @@ pub async fn prune(
             continue;
         }
         let spec = spec_of(&ctr);
-        let label_ok = |key: &str, want: bool| {
-            filters.get(key).is_none_or(|vals| {
-                vals.iter().all(|v| {
-                    let has = match v.split_once('=') {
-                        Some((k, val)) => spec.labels.get(k).is_some_and(|x| x == val),
-                        None => spec.labels.contains_key(v),
-                    };
-                    has == want
-                })
-            })
-        };
-        if !label_ok("label", true) || !label_ok("label!", false) {
+        let labelled = crate::util::labels_pass(&filters, |k, v| match v {
+            Some(v) => spec.labels.get(k).is_some_and(|x| x == v),
+            None => spec.labels.contains_key(k),
+        });
+        if !labelled {
             continue;
         }
         let created = parse_time(&ctr.created)

@@ -182,12 +182,7 @@ async fn prune(st: &AppState, q: &HashMap<String, String>) -> Result<Json<Value>
             other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
         }
     }
-    let until = filters
-        .get("until")
-        .and_then(|v| v.iter().next())
-        .map(|v| crate::util::parse_unix_time_param(Some(v)))
-        .transpose()?
-        .unwrap_or(0);
+    let until = crate::util::until_filter(&filters)?;
     let mut images = st.services.images.clone();
     let mut containers = st.services.containers.clone();
     let list = call(
@@ -216,18 +211,11 @@ async fn prune(st: &AppState, q: &HashMap<String, String>) -> Result<Json<Value>
             .pointer("/config/Labels")
             .cloned()
             .unwrap_or(Value::Null);
-        let label_ok = |key: &str, want: bool| {
-            filters.get(key).is_none_or(|vals| {
-                vals.iter().all(|v| {
-                    let has = match v.split_once('=') {
-                        Some((k, val)) => labels.get(k).and_then(Value::as_str) == Some(val),
-                        None => labels.get(v.as_str()).is_some(),
-                    };
-                    has == want
-                })
-            })
-        };
-        if !label_ok("label", true) || !label_ok("label!", false) {
+        let labelled = crate::util::labels_pass(&filters, |k, v| match v {
+            Some(v) => labels.get(k).and_then(Value::as_str) == Some(v),
+            None => labels.get(k).is_some(),
+        });
+        if !labelled {
             continue;
         }
         if until > 0

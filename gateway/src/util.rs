@@ -177,6 +177,34 @@ pub fn log_defaults(
     (driver, opts)
 }
 
+/// The `until` filter of a prune, in unix nanos (0 = none).
+pub fn until_filter(filters: &BTreeMap<String, BTreeSet<String>>) -> Result<i64, ApiError> {
+    Ok(filters
+        .get("until")
+        .and_then(|v| v.iter().next())
+        .map(|v| parse_unix_time_param(Some(v)))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Whether an object passes the `label` (every one must hold) and `label!` (none may)
+/// filters; `has(key, Some(value))` tests key=value, `has(key, None)` the key alone.
+pub fn labels_pass(
+    filters: &BTreeMap<String, BTreeSet<String>>,
+    has: impl Fn(&str, Option<&str>) -> bool,
+) -> bool {
+    let holds = |v: &String| match v.split_once('=') {
+        Some((k, val)) => has(k, Some(val)),
+        None => has(v, None),
+    };
+    filters
+        .get("label")
+        .is_none_or(|vals| vals.iter().all(holds))
+        && filters
+            .get("label!")
+            .is_none_or(|vals| !vals.iter().any(holds))
+}
+
 /// A new 64-hex object ID.
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -186,6 +214,34 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_filters_need_every_label_and_refuse_any_negated_one() {
+        let f = |pairs: &[(&str, &str)]| {
+            let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (k, v) in pairs {
+                m.entry(k.to_string()).or_default().insert(v.to_string());
+            }
+            m
+        };
+        let labels: HashMap<&str, &str> = [("tier", "web"), ("keep", "")].into();
+        let has = |k: &str, v: Option<&str>| match v {
+            Some(v) => labels.get(k) == Some(&v),
+            None => labels.contains_key(k),
+        };
+        assert!(labels_pass(&f(&[]), has));
+        assert!(labels_pass(
+            &f(&[("label", "tier=web"), ("label", "keep")]),
+            has
+        ));
+        assert!(!labels_pass(
+            &f(&[("label", "tier=web"), ("label", "x")]),
+            has
+        ));
+        assert!(!labels_pass(&f(&[("label", "tier=db")]), has));
+        assert!(!labels_pass(&f(&[("label!", "keep")]), has));
+        assert!(labels_pass(&f(&[("label!", "keep=yes")]), has));
+    }
 
     fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
