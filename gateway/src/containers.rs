@@ -353,9 +353,12 @@ pub async fn create(
         }
         None => None,
     };
+    let mut warnings: Vec<String> = Vec::new();
     if !ports.is_empty() && matches!(network_mode.as_str(), "host" | "none") {
-        // Docker ignores published ports in these modes (with a warning).
-        tracing::info!(mode = %network_mode, "ignoring published ports");
+        // Docker discards them in these modes and says so.
+        warnings.push(format!(
+            "Published ports are discarded when using {network_mode} network mode"
+        ));
     }
 
     let (entrypoint, cmd) = effective_command(
@@ -441,47 +444,50 @@ pub async fn create(
                         .filter(|_| network_mode == "bridge")
                 }),
         );
+        // The primary network first (it gets eth0, the default route and the published
+        // ports), then the others the request names.
         let mut endpoints = Vec::new();
-        if joined.is_none() {
-            let endpoint = call_within(
+        let wanted: Vec<(
+            String,
+            crate::networks::EndpointSettings,
+            Vec<npb::PortBinding>,
+        )> = if joined.is_some() {
+            Vec::new()
+        } else {
+            let primary_ports = if matches!(network_mode.as_str(), "host" | "none") {
+                Vec::new()
+            } else {
+                ports.clone()
+            };
+            std::iter::once((network_mode.clone(), primary, primary_ports))
+                .chain(extra_networks.iter().map(|net| {
+                    (
+                        net.clone(),
+                        crate::networks::endpoint_settings(endpoints_config.get(net)),
+                        Vec::new(),
+                    )
+                }))
+                .collect()
+        };
+        for (network, settings, ports) in wanted {
+            let ep = call_within(
                 NETD,
                 Duration::from_secs(30),
                 s.networks.create_endpoint(npb::CreateEndpointRequest {
                     container_id: id.clone(),
-                    network: network_mode.clone(),
+                    network,
                     container_name: name.clone(),
-                    aliases: primary.aliases,
-                    ipv4_address: primary.ipv4_address,
-                    ports: if matches!(network_mode.as_str(), "host" | "none") {
-                        Vec::new()
-                    } else {
-                        ports.clone()
-                    },
+                    aliases: settings.aliases,
+                    ipv4_address: settings.ipv4_address,
+                    ports,
                     dns_servers: dns_servers.clone(),
                 }),
             )
             .await?;
-            reserved.push(Reserved::Endpoint);
-            endpoints.push(endpoint);
-            for net in &extra_networks {
-                let es = crate::networks::endpoint_settings(endpoints_config.get(net));
-                endpoints.push(
-                    call_within(
-                        NETD,
-                        Duration::from_secs(30),
-                        s.networks.create_endpoint(npb::CreateEndpointRequest {
-                            container_id: id.clone(),
-                            network: net.clone(),
-                            container_name: name.clone(),
-                            aliases: es.aliases,
-                            ipv4_address: es.ipv4_address,
-                            ports: Vec::new(),
-                            dns_servers: dns_servers.clone(),
-                        }),
-                    )
-                    .await?,
-                );
+            if endpoints.is_empty() {
+                reserved.push(Reserved::Endpoint);
             }
+            endpoints.push(ep);
         }
         let endpoint = match &joined {
             Some(target) => npb::Endpoint {
@@ -614,7 +620,11 @@ pub async fn create(
     }
     .await;
     match result {
-        Ok(_) => Ok((StatusCode::CREATED, Json(json!({"Id": id, "Warnings": []}))).into_response()),
+        Ok(_) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"Id": id, "Warnings": warnings})),
+        )
+            .into_response()),
         Err(e) => {
             undo(&st.services, &id, reserved).await;
             Err(e)

@@ -116,6 +116,12 @@ fn network_matches(
     Ok(true)
 }
 
+/// A network by name, full id or unique id prefix (404 `network x not found`).
+async fn network(st: &AppState, name_or_id: String) -> Result<npb::Network, ApiError> {
+    let mut c = st.services.networks.clone();
+    call(NETD, c.get_network(npb::GetNetworkRequest { name_or_id })).await
+}
+
 async fn all_endpoints(st: &AppState) -> Result<Vec<npb::Endpoint>, ApiError> {
     let mut c = st.services.networks.clone();
     Ok(
@@ -151,11 +157,7 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let mut c = st.services.networks.clone();
-    let n = call(
-        NETD,
-        c.get_network(npb::GetNetworkRequest { name_or_id: id }),
-    )
-    .await?;
+    let n = network(&st, id).await?;
     let eps = call(
         NETD,
         c.list_endpoints(npb::ListEndpointsRequest {
@@ -249,11 +251,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let mut c = st.services.networks.clone();
-    let n = call(
-        NETD,
-        c.get_network(npb::GetNetworkRequest { name_or_id: id }),
-    )
-    .await?;
+    let n = network(&st, id).await?;
     call(
         NETD,
         c.remove_network(npb::RemoveNetworkRequest {
@@ -413,11 +411,7 @@ pub async fn disconnect(
     let ctr = get_container(&st, &req.container).await?;
     let spec = ctr.spec.unwrap_or_default();
     let mut c = st.services.networks.clone();
-    let n = call(
-        NETD,
-        c.get_network(npb::GetNetworkRequest { name_or_id: id }),
-    )
-    .await?;
+    let n = network(&st, id).await?;
     call(
         NETD,
         c.remove_endpoint(npb::RemoveEndpointRequest {

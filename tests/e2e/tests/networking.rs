@@ -181,7 +181,23 @@ fn docker_networks() {
     );
     berth.docker_ok(&["network", "rm", "ranged"]).unwrap();
 
-    step!("--network host sees the host's interfaces");
+    step!("--network host sees the host's interfaces; -p there is discarded with Docker's warning");
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-p",
+        "8099:80",
+        &img,
+        "true",
+    ]);
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("Published ports are discarded when using host network mode"),
+        "{out}"
+    );
     let host_links = berth
         .docker_ok(&["run", "--rm", "--network", "host", &img, "ip", "-o", "link"])
         .unwrap();
