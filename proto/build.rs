@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Log lines are the bulk of a `docker logs` read: as `Bytes` they are decoded as
+        // slices of the received message instead of one allocation each.
+        .bytes(".berth.logs.v1.LogEntry.line")
         .compile_fds(fds)?;
     Ok(())
 }

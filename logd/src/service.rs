@@ -663,7 +663,7 @@ async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
             session: String::new(),
             seq: 0,
             stream: l.stream,
-            line: l.line,
+            line: l.line.into(),
             time_unix_nano: l.time_unix_nano,
             partial: l.partial,
         };

@@ -32,10 +32,53 @@ pub const HANDSHAKE_ERR: &str = "error";
 
 /// Dispatches `run` / `daemon`.
 pub fn main(cli: Cli) -> ExitCode {
+    catch_ignored_signals();
     match cli.cmd {
         Cmd::Run(_) => detach(),
         Cmd::Daemon(args) => daemon(args),
         Cmd::Exec(args) => crate::exec::helper(args),
+    }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// An ignored signal stays ignored across exec, so the container's processes would
+/// inherit whatever the shim ignores: SIGPIPE (Rust ignores it at start; `yes | head`
+/// would then spin forever on EPIPE) and whatever our launcher ignored (SIGHUP under
+/// nohup, SIGINT/SIGQUIT in a background job). A do-nothing handler keeps the shim as
+/// deaf to them as before while exec resets a handled signal to its default, so the
+/// container starts with no signal ignored, as under Docker.
+#[allow(unsafe_code)]
+fn catch_ignored_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let handled = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: probing with SIG_IGN then restoring is immediate; the installed
+        // handler does nothing, so it is async-signal-safe.
+        let was_ignored = unsafe {
+            let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+            match sigaction(sig, &ignore) {
+                Ok(old) if matches!(old.handler(), SigHandler::SigIgn) => true,
+                Ok(old) => {
+                    let _ = sigaction(sig, &old);
+                    false
+                }
+                Err(_) => false,
+            }
+        };
+        if was_ignored || sig == Signal::SIGPIPE {
+            // SAFETY: see above.
+            if let Err(e) = unsafe { sigaction(sig, &handled) } {
+                eprintln!("berth-shim: {sig} handler: {e}");
+            }
+        }
     }
 }
 

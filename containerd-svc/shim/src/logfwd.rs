@@ -66,7 +66,7 @@ impl Forwarder {
             session: self.target.session.clone(),
             seq: self.next_seq,
             stream: out.stream,
-            line: out.piece.bytes,
+            line: out.piece.bytes.into(),
             time_unix_nano: out.time_unix_nano,
             partial: out.piece.partial,
         };

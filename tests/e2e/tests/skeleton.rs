@@ -81,6 +81,23 @@ fn skeleton() {
     let out = berth.docker(&["run", "--rm", &img, "sh", "-c", "exit 3"]);
     assert_eq!(out.code, 3, "{out}");
 
+    step!("no signal is ignored in the container (yes | head ends on SIGPIPE)");
+    // The shim runs with SIGPIPE ignored (and whatever its launcher ignored); none of it
+    // may reach the container, or `yes` would spin on EPIPE forever.
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        &img,
+        "sh",
+        "-c",
+        "yes | head -n 1 >/dev/null; grep SigIgn /proc/self/status",
+    ]);
+    assert!(out.success(), "{out}");
+    let ignored = u64::from_str_radix(out.stdout.trim().trim_start_matches("SigIgn:").trim(), 16)
+        .unwrap_or(u64::MAX);
+    // Bits 0-30 are the standard signals (glibc keeps 32 and 33 for itself).
+    assert_eq!(ignored & 0x7fff_ffff, 0, "{out}");
+
     step!("docker run of an image not pulled yet pulls it first");
     let (two, _) = image
         .push(&registry, "busybox:two", Format::DockerV2)
