@@ -279,7 +279,7 @@ pub async fn create(
     if log_opts.is_empty() && requested_driver.is_none_or(|d| d == st.info.log_driver) {
         log_opts = st.info.log_opts.clone();
     }
-    if !matches!(log_driver.as_str(), "json-file" | "none") {
+    if !matches!(log_driver.as_str(), "json-file" | "local" | "none") {
         return Err(ApiError::not_supported(format!(
             "the {log_driver} logging driver"
         )));

@@ -43,17 +43,46 @@ fn timestamp_prefix(nanos: i64) -> String {
 /// 32 KiB copy and a write per line, while frames of this size fit without growing it.
 const MERGED_FRAME_MAX: usize = 32 * 1024 - 8;
 
-/// Renders entries as the client sees them: stdcopy frames, or raw with a TTY. With
-/// `merge`, consecutive entries of one stream share a frame (up to [`MERGED_FRAME_MAX`]):
-/// the same bytes per stream for any client, several times faster for a whole-log read.
-/// Followed logs keep a frame per line, which clients that iterate frames expect.
-fn render_entries(
-    out: &mut BytesMut,
-    entries: &[lpb::LogEntry],
+/// How log entries reach the client.
+#[derive(Debug, Clone, Default)]
+struct Render {
+    /// Docker's fixed 9-digit timestamp before each line (`--timestamps`).
     timestamps: bool,
+    /// `--details`: the line's attributes (`k=v,...`), then a space, before each line.
+    details: Option<String>,
+    /// Raw bytes, no stdcopy frames.
     tty: bool,
+    /// Consecutive entries of one stream share a frame (up to [`MERGED_FRAME_MAX`]): the
+    /// same bytes per stream for any client, several times faster for a whole-log read.
+    /// Followed logs keep a frame per line, which clients that iterate frames expect.
     merge: bool,
-) {
+}
+
+impl Render {
+    /// What attach sends: each line as written.
+    fn plain(tty: bool) -> Self {
+        Self {
+            tty,
+            ..Self::default()
+        }
+    }
+
+    fn prefix(&self, e: &lpb::LogEntry) -> String {
+        let mut p = if self.timestamps {
+            timestamp_prefix(e.time_unix_nano)
+        } else {
+            String::new()
+        };
+        if let Some(d) = &self.details {
+            p.push_str(d);
+            p.push(' ');
+        }
+        p
+    }
+}
+
+/// Renders entries as the client sees them: stdcopy frames, or raw with a TTY.
+fn render_entries(out: &mut BytesMut, entries: &[lpb::LogEntry], how: &Render) {
     // (stream byte, offset of the open frame's header) while a frame is open.
     let mut open: Option<(u8, usize)> = None;
     let close = |out: &mut BytesMut, at: usize| {
@@ -61,15 +90,11 @@ fn render_entries(
         out[at + 4..at + 8].copy_from_slice(&len.to_be_bytes());
     };
     for e in entries {
-        let prefix = if timestamps {
-            timestamp_prefix(e.time_unix_nano)
-        } else {
-            String::new()
-        };
-        if !tty {
+        let prefix = how.prefix(e);
+        if !how.tty {
             let stream = if e.stream == 2 { STDERR } else { STDOUT };
             let size = prefix.len() + e.line.len();
-            let fits = matches!(open, Some((s, at)) if merge && s == stream
+            let fits = matches!(open, Some((s, at)) if how.merge && s == stream
                 && out.len() - at - 8 + size <= MERGED_FRAME_MAX);
             if !fits {
                 if let Some((_, at)) = open.take() {
@@ -89,10 +114,56 @@ fn render_entries(
 }
 
 /// A whole Read batch as one chunk of the response.
-fn render_batch(b: &lpb::LogBatch, timestamps: bool, tty: bool, merge: bool) -> Bytes {
+fn render_batch(b: &lpb::LogBatch, how: &Render) -> Bytes {
     let mut out = BytesMut::with_capacity(b.entries.iter().map(|e| e.line.len() + 48).sum());
-    render_entries(&mut out, &b.entries, timestamps, tty, merge);
+    render_entries(&mut out, &b.entries, how);
     out.freeze()
+}
+
+/// The `--details` attributes of a container's lines, as Docker's json-file driver
+/// records them: the labels and environment variables its log options name (`labels`,
+/// `labels-regex`, `env`, `env-regex`), sorted by key, `k=v` query-escaped, joined by
+/// commas. They are fixed at create, so they are derived here rather than stored per line.
+fn log_details(spec: &berth_proto::containers::ContainerSpec) -> String {
+    let opts: HashMap<String, String> =
+        serde_json::from_slice::<serde_json::Value>(&spec.host_config_json)
+            .ok()
+            .and_then(|hc| hc.pointer("/LogConfig/Config").cloned())
+            .and_then(|c| serde_json::from_value(c).ok())
+            .unwrap_or_default();
+    let env: HashMap<&str, &str> = spec
+        .env
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let mut attrs: std::collections::BTreeMap<String, String> = Default::default();
+    let mut pick = |names: Option<&String>,
+                    pattern: Option<&String>,
+                    from: &mut dyn Iterator<Item = (&str, &str)>| {
+        let names: Vec<&str> = names.map(|n| n.split(',').collect()).unwrap_or_default();
+        let re = pattern.and_then(|p| regex::Regex::new(p).ok());
+        for (k, v) in from {
+            if names.contains(&k) || re.as_ref().is_some_and(|r| r.is_match(k)) {
+                attrs.insert(k.to_string(), v.to_string());
+            }
+        }
+    };
+    pick(
+        opts.get("labels"),
+        opts.get("labels-regex"),
+        &mut spec.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    pick(
+        opts.get("env"),
+        opts.get("env-regex"),
+        &mut env.iter().map(|(k, v)| (*k, *v)),
+    );
+    let escape = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    attrs
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Docker's content type for an output stream: raw with a TTY, multiplexed without.
@@ -117,11 +188,9 @@ pub async fn logs(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    if query_bool(&q, "details") {
-        return Err(ApiError::not_supported("docker logs --details"));
-    }
     let c = get_container(&st, &id).await?;
     let spec = c.spec.clone().unwrap_or_default();
+    let details = query_bool(&q, "details").then(|| log_details(&spec));
     let tail = match q.get("tail").map(String::as_str) {
         None | Some("") | Some("all") => -1,
         Some(n) => n
@@ -139,27 +208,34 @@ pub async fn logs(
         until_unix_nano: parse_unix_time_param(q.get("until"))?,
         stdout,
         stderr,
+        live_only: false,
     };
     let mut client = st.services.logs.clone();
     let stream = call(LOGD, client.read(req)).await?;
     let tty = spec.tty;
-    let body = futures_util::stream::unfold(Some(stream), move |state| async move {
-        let mut s = state?;
-        match s.message().await {
-            Ok(Some(b)) => Some((
-                Ok::<_, std::io::Error>(render_batch(&b, timestamps, tty, !follow)),
-                Some(s),
-            )),
-            Ok(None) => None,
-            Err(status) => {
-                let e = ApiError::from_status(LOGD, status);
-                Some((
-                    Ok(frame(
-                        SYSERR,
-                        format!("Error grabbing logs: {}", e.message).as_bytes(),
-                    )),
-                    None,
-                ))
+    let how = std::sync::Arc::new(Render {
+        timestamps,
+        details,
+        tty,
+        merge: !follow,
+    });
+    let body = futures_util::stream::unfold(Some(stream), move |state| {
+        let how = how.clone();
+        async move {
+            let mut s = state?;
+            match s.message().await {
+                Ok(Some(b)) => Some((Ok::<_, std::io::Error>(render_batch(&b, &how)), Some(s))),
+                Ok(None) => None,
+                Err(status) => {
+                    let e = ApiError::from_status(LOGD, status);
+                    Some((
+                        Ok(frame(
+                            SYSERR,
+                            format!("Error grabbing logs: {}", e.message).as_bytes(),
+                        )),
+                        None,
+                    ))
+                }
             }
         }
     });
@@ -202,6 +278,7 @@ pub async fn attach(
             until_unix_nano: 0,
             stdout,
             stderr,
+            live_only: true,
         };
         Some(call(LOGD, client.read(r)).await?)
     } else {
@@ -214,7 +291,7 @@ pub async fn attach(
             let mut s = state?;
             match s.message().await {
                 Ok(Some(b)) => Some((
-                    Ok::<_, std::io::Error>(render_batch(&b, false, tty, false)),
+                    Ok::<_, std::io::Error>(render_batch(&b, &Render::plain(tty))),
                     Some(s),
                 )),
                 _ => None,
@@ -242,7 +319,7 @@ pub async fn attach(
                 match s.message().await {
                     Ok(Some(b)) => {
                         if io
-                            .write_all(&render_batch(&b, false, tty, false))
+                            .write_all(&render_batch(&b, &Render::plain(tty)))
                             .await
                             .is_err()
                         {
@@ -307,24 +384,57 @@ mod tests {
             entries: vec![
                 lpb::LogEntry {
                     stream: 2,
-                    line: b"x\n".to_vec(),
+                    line: Bytes::from_static(b"x\n"),
                     ..Default::default()
                 },
                 lpb::LogEntry {
                     stream: 1,
-                    line: b"yz\n".to_vec(),
+                    line: Bytes::from_static(b"yz\n"),
                     time_unix_nano: 1_700_000_000_000_000_123,
                     ..Default::default()
                 },
             ],
         };
         let expected = b"\x02\0\0\0\0\0\0\x02x\n\x01\0\0\0\0\0\0\x03yz\n";
-        assert_eq!(&render_batch(&b, false, false, false)[..], expected);
+        let merged = |tty| Render {
+            tty,
+            merge: true,
+            ..Render::default()
+        };
+        assert_eq!(&render_batch(&b, &Render::plain(false))[..], expected);
         // Different streams never share a frame.
-        assert_eq!(&render_batch(&b, false, false, true)[..], expected);
-        assert_eq!(&render_batch(&b, false, true, true)[..], b"x\nyz\n");
-        let stamped = render_batch(&b, true, true, false);
-        assert!(stamped.ends_with(b"2023-11-14T22:13:20.000000123Z yz\n"));
+        assert_eq!(&render_batch(&b, &merged(false))[..], expected);
+        assert_eq!(&render_batch(&b, &merged(true))[..], b"x\nyz\n");
+        let stamped = render_batch(
+            &b,
+            &Render {
+                timestamps: true,
+                details: Some("a=1".into()),
+                tty: true,
+                merge: false,
+            },
+        );
+        assert!(stamped.ends_with(b"2023-11-14T22:13:20.000000123Z a=1 yz\n"));
+    }
+
+    #[test]
+    fn details_name_the_chosen_labels_and_env() {
+        let spec = berth_proto::containers::ContainerSpec {
+            env: vec!["A=1".into(), "B=two words".into(), "SECRET=x".into()],
+            labels: [("team", "x/y"), ("app", "web"), ("other", "z")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            host_config_json: serde_json::to_vec(&serde_json::json!({
+                "LogConfig": {"Type": "json-file", "Config": {
+                    "labels": "team,missing", "labels-regex": "^ap", "env": "B", "env-regex": "^A$"
+                }}
+            }))
+            .unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(log_details(&spec), "A=1,B=two+words,app=web,team=x%2Fy");
+        assert_eq!(log_details(&Default::default()), "");
     }
 
     /// Parses stdcopy frames back into (stream, payload) pairs.
@@ -344,7 +454,7 @@ mod tests {
         let mut entries: Vec<lpb::LogEntry> = (0..100)
             .map(|_| lpb::LogEntry {
                 stream: 1,
-                line: [line.as_slice(), b"\n"].concat(),
+                line: [line.as_slice(), b"\n"].concat().into(),
                 ..Default::default()
             })
             .collect();
@@ -352,13 +462,17 @@ mod tests {
             50,
             lpb::LogEntry {
                 stream: 2,
-                line: b"err\n".to_vec(),
+                line: Bytes::from_static(b"err\n"),
                 ..Default::default()
             },
         );
         let b = lpb::LogBatch { entries };
-        let merged = frames_of(&render_batch(&b, false, false, true));
-        let single = frames_of(&render_batch(&b, false, false, false));
+        let how = Render {
+            merge: true,
+            ..Render::default()
+        };
+        let merged = frames_of(&render_batch(&b, &how));
+        let single = frames_of(&render_batch(&b, &Render::plain(false)));
         assert_eq!(single.len(), 101);
         // 50 lines of 1000 bytes (32 + 18 to a frame), the stderr line, 50 lines again.
         assert_eq!(

@@ -184,7 +184,7 @@ pub async fn info(State(st): State<AppState>) -> Json<Value> {
         "Images": images,
         "Driver": "overlay2",
         "DriverStatus": [["Backing Filesystem", "overlayfs"]],
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file", "none"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file", "local", "none"]},
         "MemoryLimit": true,
         "SwapLimit": false,
         "CpuCfsPeriod": true,

@@ -59,15 +59,26 @@ pub fn parse_size(s: &str) -> Option<u64> {
 }
 
 impl Rotation {
-    /// Validates `--log-opt`s of the json-file driver as Docker does.
-    pub fn from_options(opts: &HashMap<String, String>) -> Result<Self, LogError> {
+    /// Validates the `--log-opt`s of the json-file or local driver as Docker does; local's
+    /// defaults are Docker's: rotate at 20 MiB, keep 5 files, compress rotated ones.
+    pub fn from_options(driver: &str, opts: &HashMap<String, String>) -> Result<Self, LogError> {
         let bad = |m: String| LogError::BadOption(m);
-        if let Some(k) = opts.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        let local = driver == "local";
+        let known: &[&str] = if local { &KNOWN[..3] } else { KNOWN };
+        if let Some(k) = opts.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(bad(format!(
-                "unknown log opt '{k}' for json-file log driver"
+                "unknown log opt '{k}' for {driver} log driver"
             )));
         }
-        let mut r = Self::default();
+        let mut r = if local {
+            Self {
+                max_size: 20 << 20,
+                max_file: 5,
+                compress: true,
+            }
+        } else {
+            Self::default()
+        };
         if let Some(s) = opts.get("max-size") {
             r.max_size = parse_size(s).ok_or_else(|| bad(format!("invalid size: '{s}'")))?;
         }
@@ -85,11 +96,15 @@ impl Rotation {
                 "false" | "0" | "" => false,
                 _ => return Err(bad(format!("invalid value for compress: {s}"))),
             };
-            if r.compress && r.max_file < 2 {
+        }
+        if r.compress && r.max_file < 2 {
+            if opts.contains_key("compress") {
                 return Err(bad(
                     "compress cannot be true when max-file is less than 2".into()
                 ));
             }
+            // local's default compression has nothing to compress with one file.
+            r.compress = false;
         }
         Ok(r)
     }
@@ -244,11 +259,10 @@ mod tests {
 
     #[test]
     fn options_validate_like_docker() {
-        let r = Rotation::from_options(&opts(&[
-            ("max-size", "10m"),
-            ("max-file", "3"),
-            ("compress", "true"),
-        ]))
+        let r = Rotation::from_options(
+            "json-file",
+            &opts(&[("max-size", "10m"), ("max-file", "3"), ("compress", "true")]),
+        )
         .unwrap();
         assert_eq!(
             r,
@@ -264,17 +278,25 @@ mod tests {
         assert_eq!(parse_size("1.5KB"), Some(1536));
         assert_eq!(parse_size("2g"), Some(2 << 30));
         assert!(parse_size("lots").is_none());
-        let e = Rotation::from_options(&opts(&[("bogus", "1")])).unwrap_err();
+        let local = Rotation::from_options("local", &HashMap::new()).unwrap();
+        assert_eq!(
+            (local.max_size, local.max_file, local.compress),
+            (20 << 20, 5, true)
+        );
+        let one = Rotation::from_options("local", &opts(&[("max-file", "1")])).unwrap();
+        assert!(!one.compress);
+        assert!(Rotation::from_options("local", &opts(&[("tag", "x")])).is_err());
+        let e = Rotation::from_options("json-file", &opts(&[("bogus", "1")])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unknown log opt 'bogus' for json-file log driver"
         );
-        assert!(Rotation::from_options(&opts(&[("max-file", "0")])).is_err());
-        assert!(Rotation::from_options(&opts(&[("max-size", "x")])).is_err());
-        let e = Rotation::from_options(&opts(&[("compress", "true")])).unwrap_err();
+        assert!(Rotation::from_options("json-file", &opts(&[("max-file", "0")])).is_err());
+        assert!(Rotation::from_options("json-file", &opts(&[("max-size", "x")])).is_err());
+        let e = Rotation::from_options("json-file", &opts(&[("compress", "true")])).unwrap_err();
         assert!(e.to_string().contains("compress cannot be true"), "{e}");
         assert_eq!(
-            Rotation::from_options(&opts(&[("tag", "x")])).unwrap(),
+            Rotation::from_options("json-file", &opts(&[("tag", "x")])).unwrap(),
             Rotation::default()
         );
     }

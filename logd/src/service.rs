@@ -36,6 +36,9 @@ const READ_CHUNK: usize = 256 * 1024;
 pub enum Driver {
     /// Docker's json-file format on disk.
     JsonFile,
+    /// Docker's `local` driver: its defaults (rotation at 20 MiB, 5 files, compressed)
+    /// and options, stored with the same durable line records as json-file.
+    Local,
     /// Lines are accepted and dropped.
     None,
 }
@@ -45,6 +48,7 @@ impl Driver {
     pub fn parse(name: &str) -> Result<Self, LogError> {
         match name {
             "" | "json-file" => Ok(Self::JsonFile),
+            "local" => Ok(Self::Local),
             "none" => Ok(Self::None),
             other => Err(LogError::UnknownDriver(other.to_string())),
         }
@@ -54,8 +58,14 @@ impl Driver {
     pub fn name(self) -> &'static str {
         match self {
             Self::JsonFile => "json-file",
+            Self::Local => "local",
             Self::None => "none",
         }
+    }
+
+    /// The driver keeps lines in a file logd can read back.
+    pub fn on_disk(self) -> bool {
+        self != Self::None
     }
 }
 
@@ -89,7 +99,12 @@ struct ContainerLog {
     path: PathBuf,
     writer: tokio::sync::Mutex<Writer>,
     state: watch::Sender<LogState>,
+    /// Lines of a log that keeps none (the none driver), passed to attached readers.
+    passthrough: tokio::sync::broadcast::Sender<Arc<Vec<LogEntry>>>,
 }
+
+/// Batches a slow attached reader of a none-driver log may lag behind before it skips.
+const PASSTHROUGH_BATCHES: usize = 256;
 
 struct Inner {
     pool: SqlitePool,
@@ -120,8 +135,8 @@ impl LogService {
             let mut committed = u64::try_from(rec.committed_size).unwrap_or(0);
             let options: HashMap<String, String> =
                 serde_json::from_str(&rec.options).unwrap_or_default();
-            let rotation = Rotation::from_options(&options).unwrap_or_default();
-            if driver == Driver::JsonFile {
+            let rotation = Rotation::from_options(driver.name(), &options).unwrap_or_default();
+            if driver.on_disk() {
                 if rec.rotating {
                     finish_interrupted_rotation(&path, committed, rotation).await?;
                     store::finish_rotation(&pool, &rec.container_id).await?;
@@ -131,7 +146,7 @@ impl LogService {
                 let keep = rotation.keep();
                 let _ = tokio::task::spawn_blocking(move || rotate::tidy(&p, keep)).await;
             }
-            let (file, size) = if driver == Driver::JsonFile {
+            let (file, size) = if driver.on_disk() {
                 let (file, size) = reconcile_file(path.clone(), committed).await?;
                 if size != committed {
                     store::set_committed_size(&pool, &rec.container_id, size).await?;
@@ -164,6 +179,7 @@ impl LogService {
                     rotation,
                 }),
                 state,
+                passthrough: tokio::sync::broadcast::channel(PASSTHROUGH_BATCHES).0,
             };
             logs.insert(rec.container_id, Arc::new(log));
         }
@@ -194,12 +210,13 @@ impl LogService {
             .cloned()
     }
 
-    fn log_path(&self, id: &str) -> PathBuf {
-        self.inner
-            .root
-            .join("containers")
-            .join(id)
-            .join(format!("{id}-json.log"))
+    fn log_path(&self, id: &str, driver: Driver) -> PathBuf {
+        let dir = self.inner.root.join("containers").join(id);
+        match driver {
+            // Where Docker keeps each driver's file, under logd's own root.
+            Driver::Local => dir.join("local-logs").join("container.log"),
+            _ => dir.join(format!("{id}-json.log")),
+        }
     }
 
     /// Prepares the log (idempotent) and marks it live. Returns the log path ("" for
@@ -214,11 +231,9 @@ impl LogService {
     ) -> Result<String, LogError> {
         check_id(id)?;
         let requested = Driver::parse(driver)?;
-        let rotation = if requested == Driver::JsonFile {
-            Some(Rotation::from_options(options)?).filter(|_| !options.is_empty())
-        } else {
-            None
-        };
+        if requested.on_disk() {
+            Rotation::from_options(requested.name(), options)?;
+        }
         let _guard = self.inner.lifecycle.lock().await;
         let existing = self.get(id);
         // The shim re-opens without knowing the options, maybe without the driver: an
@@ -227,15 +242,22 @@ impl LogService {
             Some(log) if driver.is_empty() => log.state.borrow().driver,
             _ => requested,
         };
-        let path = self.log_path(id);
-        let shown_path = match driver {
-            Driver::JsonFile => path.display().to_string(),
-            Driver::None => String::new(),
+        // Options given (or a new log: the driver's defaults) set the rotation; none keep it.
+        let rotation = if driver.on_disk() && (!options.is_empty() || existing.is_none()) {
+            Some(Rotation::from_options(driver.name(), options)?)
+        } else {
+            None
         };
-        // A json-file log whose size the database does not know yet starts empty.
-        let file = match (driver, &existing) {
+        let path = self.log_path(id, driver);
+        let shown_path = if driver.on_disk() {
+            path.display().to_string()
+        } else {
+            String::new()
+        };
+        // A log file whose size the database does not know yet starts empty.
+        let file = match &existing {
             // No record: anything on disk is a leftover of a failed Open.
-            (Driver::JsonFile, None) => Some(create_file(path.clone(), true).await?),
+            None if driver.on_disk() => Some(create_file(path.clone(), true).await?),
             _ => None,
         };
         let opts = serde_json::to_string(options).unwrap_or_else(|_| "{}".to_string());
@@ -277,6 +299,7 @@ impl LogService {
                         rotation: rotation.unwrap_or_default(),
                     }),
                     state,
+                    passthrough: tokio::sync::broadcast::channel(PASSTHROUGH_BATCHES).0,
                 });
                 self.inner
                     .logs
@@ -385,7 +408,10 @@ impl LogService {
             return Ok(());
         }
         if w.file.is_none() {
-            // The none driver.
+            // The none driver: nothing is kept, attached readers see the lines.
+            if log.passthrough.receiver_count() > 0 {
+                let _ = log.passthrough.send(Arc::new(entries));
+            }
             return Ok(());
         }
         // Encode what is new; each item keeps its session and seq for the cursors.
@@ -531,7 +557,15 @@ impl LogService {
         let mut state_rx = log.state.subscribe();
         let state = *state_rx.borrow_and_update();
         if state.driver == Driver::None {
-            return Err(LogError::ReadUnsupported);
+            if !req.live_only {
+                return Err(LogError::ReadUnsupported);
+            }
+            return Ok(pass_through(
+                &log,
+                req,
+                state_rx,
+                self.inner.shutdown.subscribe(),
+            ));
         }
         let rotation = log.writer.lock().await.rotation;
         let file = open_read(log.path.clone()).await?;
@@ -634,6 +668,47 @@ enum Flow {
 
 /// Hands matching lines to the reader; Stop when it went away or `until` passed while
 /// following.
+/// An attached reader of a none-driver log: the lines written from now until the run
+/// ends (Close) or the log is removed.
+fn pass_through(
+    log: &ContainerLog,
+    req: ReadRequest,
+    mut state_rx: watch::Receiver<LogState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> mpsc::Receiver<Result<LogBatch, Status>> {
+    let mut lines = log.passthrough.subscribe();
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let s = *state_rx.borrow_and_update();
+            if !s.live || s.removed {
+                break;
+            }
+            tokio::select! {
+                got = lines.recv() => match got {
+                    Ok(entries) => {
+                        let batch: Vec<LogEntry> = entries
+                            .iter()
+                            .filter(|e| if e.stream == format::STDERR { req.stderr } else { req.stdout })
+                            .cloned()
+                            .collect();
+                        if !batch.is_empty() && tx.send(Ok(LogBatch { entries: batch })).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(batches = n, "attached reader lagged; batches skipped");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                changed = state_rx.changed() => if changed.is_err() { break },
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
+    rx
+}
+
 async fn deliver(cx: &FollowCtx, lines: Vec<format::LogLine>) -> Flow {
     let (since, until) = (cx.req.since_unix_nano, cx.req.until_unix_nano);
     let mut batch = Vec::with_capacity(lines.len().min(BATCH_ENTRIES));

@@ -152,6 +152,129 @@ fn docker_logs_rotation_and_restarts() {
     assert_eq!(text, "line 399");
     assert!(stamp.ends_with('Z') && stamp.len() == 30, "{stamp}");
 
+    step!("--details prefixes the attributes named by labels/env log options");
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "det",
+            "--label",
+            "team=core",
+            "--label",
+            "app=web",
+            "-e",
+            "REGION=eu west",
+            "--log-opt",
+            "labels=team",
+            "--log-opt",
+            "env=REGION",
+            &img,
+            "echo",
+            "hello",
+        ])
+        .unwrap();
+    assert_eq!(
+        berth.docker_ok(&["logs", "--details", "det"]).unwrap(),
+        "REGION=eu+west,team=core hello\n"
+    );
+    // No attributes: Docker still separates the (empty) details with a space.
+    assert_eq!(
+        berth
+            .docker_ok(&["logs", "--details", "--tail", "1", "rot"])
+            .unwrap(),
+        " line 399\n"
+    );
+
+    step!("the local driver: Docker's defaults and options, rotation, no LogPath");
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--log-driver",
+        "local",
+        "--log-opt",
+        "labels=x",
+        &img,
+        "true",
+    ]);
+    assert!(
+        out.stderr
+            .contains("unknown log opt 'labels' for local log driver"),
+        "{out}"
+    );
+    let id = berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "loc",
+            "--log-driver",
+            "local",
+            "--log-opt",
+            "max-size=1k",
+            &img,
+            "sh",
+            "-c",
+            &counter(400, ""),
+        ])
+        .unwrap();
+    let id = id.trim();
+    let done = wait_until(Duration::from_secs(30), || {
+        berth.docker(&["logs", "--tail", "1", "loc"]).stdout == "line 399\n"
+    });
+    assert!(done, "{}", berth.docker(&["logs", "--tail", "3", "loc"]));
+    assert_eq!(berth.inspect("{{.LogPath}}", "loc").unwrap(), "");
+    assert_eq!(
+        berth
+            .inspect("{{.HostConfig.LogConfig.Type}}", "loc")
+            .unwrap(),
+        "local"
+    );
+    let dir = berth
+        .data_root()
+        .join("logd/containers")
+        .join(id)
+        .join("local-logs");
+    let files: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    // Five files at most (the current one and four rotated, gzipped by default).
+    assert!(files.len() <= 5, "{files:?}");
+    assert!(files.iter().any(|(n, _)| n.ends_with(".gz")), "{files:?}");
+    assert!(files.iter().all(|(_, len)| *len <= 1024), "{files:?}");
+    let all = berth.docker_ok(&["logs", "loc"]).unwrap();
+    let all: Vec<String> = all.lines().map(str::to_string).collect();
+    let first: u32 = all[0].trim_start_matches("line ").parse().unwrap();
+    assert!(first > 0, "nothing rotated away");
+    assert_eq!(all, lines(first..400));
+
+    step!("the none driver keeps nothing and says so");
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "quiet",
+            "--log-driver",
+            "none",
+            &img,
+            "echo",
+            "x",
+        ])
+        .unwrap();
+    let out = berth.docker(&["logs", "quiet"]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("configured logging driver does not support reading"),
+        "{out}"
+    );
+
     step!("kill -9 of berth-logd while a container writes: no line lost or doubled");
     berth
         .docker_ok(&[
