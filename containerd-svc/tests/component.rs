@@ -440,7 +440,7 @@ async fn lifecycle_logs_and_restart() {
             if s.closed.contains(&id1) {
                 let lines: Vec<_> = s.entries.iter().filter(|e| e.container_id == id1).collect();
                 assert_eq!(lines.len(), 1, "{lines:?}");
-                assert_eq!(lines[0].line, b"hello\n");
+                assert_eq!(&lines[0].line[..], b"hello\n");
                 assert_eq!(lines[0].stream, 1);
                 assert_eq!(lines[0].seq, 1);
                 assert!(s.opened.contains(&id1));
@@ -490,7 +490,7 @@ async fn lifecycle_logs_and_restart() {
     let l = lines_of(&logd, &id1);
     assert_eq!(l.len(), 2);
     assert_ne!(l[0].session, l[1].session);
-    assert_eq!(l[1].line, b"hello\n");
+    assert_eq!(&l[1].line[..], b"hello\n");
 
     // 2. names.
     let e = c

@@ -81,7 +81,7 @@ fn entry(id: &str, session: &str, seq: u64) -> LogEntry {
         session: session.into(),
         seq,
         stream: if seq.is_multiple_of(2) { 2 } else { 1 },
-        line: format!("line {seq}\n").into_bytes(),
+        line: format!("line {seq}\n").into_bytes().into(),
         time_unix_nano: BASE_TIME + seq as i64 * 1_000_000,
         partial: false,
     }
@@ -116,6 +116,7 @@ fn read_req(id: &str) -> ReadRequest {
         until_unix_nano: 0,
         stdout: true,
         stderr: true,
+        live_only: false,
     }
 }
 
@@ -131,7 +132,7 @@ async fn read(c: &mut LogsClient<Channel>, req: ReadRequest) -> Vec<LogEntry> {
 fn texts(entries: &[LogEntry]) -> Vec<String> {
     entries
         .iter()
-        .map(|e| String::from_utf8(e.line.clone()).unwrap())
+        .map(|e| String::from_utf8(e.line.to_vec()).unwrap())
         .collect()
 }
 
