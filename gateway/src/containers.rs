@@ -677,7 +677,7 @@ fn command_text(args: &[String]) -> String {
     args.join(" ")
 }
 
-fn summary_json(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> Value {
+pub fn summary_json(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> Value {
     let spec = spec_of(c);
     let hc = json_bytes(&spec.host_config_json);
     let ns = json_bytes(&spec.network_settings_json);
@@ -794,6 +794,9 @@ pub async fn prune(
     let list = call(CONTAINERD, c.list(cpb::ListRequest { all: true }))
         .await?
         .containers;
+    // Measured before removal: the space reclaimed is what the removed ones wrote.
+    let sizes = crate::df::container_sizes(&st).await?;
+    let mut reclaimed = 0i64;
     let mut deleted = Vec::new();
     for ctr in list {
         if !matches!(ctr.state.as_str(), "exited" | "created" | "dead") {
@@ -814,14 +817,17 @@ pub async fn prune(
             continue;
         }
         match remove_container(&st, &spec.id, false, false).await {
-            Ok(()) => deleted.push(spec.id.clone()),
+            Ok(()) => {
+                reclaimed += sizes.get(&spec.id).map_or(0, |s| s.0.max(0));
+                deleted.push(spec.id.clone());
+            }
             // Started again meanwhile: it stays.
             Err(e) if e.status == StatusCode::CONFLICT => {}
             Err(e) => return Err(e),
         }
     }
     Ok(Json(
-        json!({"ContainersDeleted": deleted, "SpaceReclaimed": 0}),
+        json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}),
     ))
 }
 
@@ -850,6 +856,16 @@ pub async fn list(
     }
     if limit > 0 {
         out.truncate(limit as usize);
+    }
+    if query_bool(&q, "size") {
+        // `docker ps -s`: what each container wrote, and that plus its image.
+        let sizes = crate::df::container_sizes(&st).await?;
+        for c in &mut out {
+            let id = c["Id"].as_str().unwrap_or_default().to_string();
+            let (rw, root) = sizes.get(&id).copied().unwrap_or((0, 0));
+            c["SizeRw"] = json!(rw);
+            c["SizeRootFs"] = json!(root);
+        }
     }
     Ok(Json(Value::Array(out)))
 }

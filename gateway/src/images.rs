@@ -294,24 +294,27 @@ pub async fn list(
     let mut out: Vec<Value> = list
         .images
         .iter()
-        .map(|img| {
-            let cfg = parse_config(img);
-            let labels = cfg.pointer("/config/Labels").cloned().unwrap_or(json!({}));
-            json!({
-                "Id": img.id,
-                "ParentId": "",
-                "RepoTags": img.repo_tags,
-                "RepoDigests": img.repo_digests,
-                "Created": unix_created(img),
-                "Size": img.size,
-                "SharedSize": -1,
-                "Labels": if labels.is_null() { json!({}) } else { labels },
-                "Containers": -1,
-            })
-        })
+        .map(|img| summary_json(img, -1, -1))
         .collect();
     out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
     Ok(Json(Value::Array(out)))
+}
+
+/// An image as `docker images` and `docker system df` list it (-1: not measured).
+pub fn summary_json(img: &images::Image, shared_size: i64, containers: i64) -> Value {
+    let cfg = parse_config(img);
+    let labels = cfg.pointer("/config/Labels").cloned().unwrap_or(json!({}));
+    json!({
+        "Id": img.id,
+        "ParentId": "",
+        "RepoTags": img.repo_tags,
+        "RepoDigests": img.repo_digests,
+        "Created": unix_created(img),
+        "Size": img.size,
+        "SharedSize": shared_size,
+        "Labels": if labels.is_null() { json!({}) } else { labels },
+        "Containers": containers,
+    })
 }
 
 /// The JSON of `docker image inspect`.

@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 pub mod containers;
+pub mod df;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -104,6 +105,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/events", get(events::stream))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/system/df", get(df::system_df))
         .route("/plugins", get(system::plugins))
         .route("/build/prune", post(system::build_prune))
         .route("/images/create", post(images::create))

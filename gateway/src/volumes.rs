@@ -84,6 +84,7 @@ pub async fn list(
         VOLUMED,
         c.list_volumes(volumes::ListVolumesRequest {
             filter: Some(filter),
+            with_size: false,
         }),
     )
     .await?;

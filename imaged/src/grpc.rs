@@ -140,6 +140,17 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn disk_usage(
+        &self,
+        request: Request<berth_proto::images::DiskUsageRequest>,
+    ) -> Result<Response<berth_proto::images::DiskUsageResponse>, Status> {
+        let usage = self
+            .imaged
+            .disk_usage(request.into_inner().snapshots)
+            .await?;
+        Ok(Response::new(usage))
+    }
+
     async fn remove_snapshot(
         &self,
         request: Request<RemoveSnapshotRequest>,

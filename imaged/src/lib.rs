@@ -21,6 +21,7 @@ pub mod reference;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;
+pub mod usage;
 
 pub use error::{ImagedError, Result};
 pub use grpc::ImagesService;

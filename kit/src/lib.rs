@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod db;
+pub mod disk;
 pub mod grpc;
 pub mod metrics;
 pub mod paths;

@@ -28,6 +28,7 @@ fn to_pb(v: Volume) -> pb::Volume {
         options: v.options.into_iter().collect(),
         anonymous: v.anonymous,
         used_by: v.used_by,
+        size: -1,
     }
 }
 
@@ -83,14 +84,27 @@ impl Volumes for VolumeService {
         &self,
         request: Request<pb::ListVolumesRequest>,
     ) -> Result<Response<pb::ListVolumesResponse>, Status> {
-        let filter = filter_from_pb(request.into_inner().filter);
-        let volumes = self
+        let req = request.into_inner();
+        let filter = filter_from_pb(req.filter);
+        let mut volumes: Vec<pb::Volume> = self
             .store
             .list(&filter)
             .await?
             .into_iter()
             .map(to_pb)
             .collect();
+        if req.with_size {
+            volumes = tokio::task::spawn_blocking(move || {
+                for v in &mut volumes {
+                    // A volume being removed meanwhile measures 0; other errors -1.
+                    v.size = berth_kit::disk::dir_size(std::path::Path::new(&v.mountpoint))
+                        .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                volumes
+            })
+            .await
+            .map_err(|e| Status::internal(format!("measuring volumes: {e}")))?;
+        }
         Ok(Response::new(pb::ListVolumesResponse { volumes }))
     }
 

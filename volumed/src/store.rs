@@ -14,7 +14,7 @@ use crate::copyup::{self, Outcome};
 use crate::error::VolumeError;
 use crate::mounts::{self, LocalMount};
 use sqlx::{SqliteConnection, SqlitePool};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -320,31 +320,6 @@ async fn unmount_volume(mountpoint: &Path) -> Result<(), VolumeError> {
         mounts::unmount_all_under(&mp)
     })
     .await
-}
-
-/// Docker's `directory.Size`: the bytes of every file below `dir`, hard links once.
-fn dir_size(dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = HashSet::new();
-    let mut total = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let rd = match std::fs::read_dir(&d) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for ent in rd {
-            let ent = ent?;
-            let md = std::fs::symlink_metadata(ent.path())?;
-            if md.is_dir() {
-                stack.push(ent.path());
-            } else if seen.insert((md.dev(), md.ino())) {
-                total += md.len();
-            }
-        }
-    }
-    Ok(total)
 }
 
 async fn fetch_volume(
@@ -686,7 +661,7 @@ impl VolumeStore {
         let mut doomed = Doomed::new();
         for v in doomed_volumes {
             let mp = self.mountpoint(&v.name);
-            let size = blocking("measuring a volume", move || dir_size(&mp))
+            let size = blocking("measuring a volume", move || berth_kit::disk::dir_size(&mp))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(volume = %v.name, "could not determine the volume's size: {e}");

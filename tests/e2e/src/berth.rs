@@ -234,6 +234,15 @@ impl Berth {
         Ok(pid)
     }
 
+    /// `GET path` on the API socket; the body when the status is 200.
+    pub fn api_get(&self, path: &str) -> Result<String> {
+        let r = crate::http::unix_request(self.socket(), "GET", path, None, b"")?;
+        if r.status != 200 {
+            bail!("GET {path}: {} {}", r.status, r.text());
+        }
+        Ok(r.text())
+    }
+
     /// The Docker API socket.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -93,8 +93,32 @@ impl TestImage {
         let mut gz = GzEncoder::new(Vec::new(), Compression::default());
         std::io::Write::write_all(&mut gz, &tar)?;
         let layer = gz.finish()?;
-        let layer_digest = sha256(&layer);
+        Self::assemble(layer, diff_id, layer_size, applets, json!(null))
+    }
 
+    /// Another image with the same layer and `labels` in its config: a different image
+    /// ID sharing every byte on disk (for `docker system df`'s shared sizes).
+    pub fn relabel(&self, labels: serde_json::Value) -> Result<Self> {
+        let hex = self.layer_digest.trim_start_matches("sha256:");
+        let layer = std::fs::read(self.dir.path().join("blobs/sha256").join(hex))?;
+        Self::assemble(
+            layer,
+            self.diff_id.clone(),
+            self.layer_size,
+            self.applets.clone(),
+            labels,
+        )
+    }
+
+    /// Writes the OCI layout of a one-layer image around the gzipped `layer`.
+    fn assemble(
+        layer: Vec<u8>,
+        diff_id: String,
+        layer_size: u64,
+        applets: Vec<String>,
+        labels: serde_json::Value,
+    ) -> Result<Self> {
+        let layer_digest = sha256(&layer);
         let created = "2024-01-01T00:00:00Z";
         let config = serde_json::to_vec(&json!({
             "architecture": host_arch(),
@@ -103,6 +127,7 @@ impl TestImage {
             "config": {
                 "Env": [DEFAULT_PATH],
                 "Cmd": ["sh"],
+                "Labels": labels,
             },
             "rootfs": { "type": "layers", "diff_ids": [diff_id] },
             "history": [{

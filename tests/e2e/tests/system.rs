@@ -1,0 +1,139 @@
+//! The daemon-wide commands with the real CLI: `docker system df` (-v), `docker ps -s`,
+//! the space `docker container prune` reports.
+
+use berth_e2e::{Berth, Format, TestImage, registry_with_busybox, step};
+use serde_json::Value;
+
+/// `docker system df --format '{{json .}}'`: one object per type, by its Type.
+fn df_rows(berth: &Berth) -> Vec<Value> {
+    berth
+        .docker_ok(&["system", "df", "--format", "{{json .}}"])
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn row<'a>(rows: &'a [Value], kind: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["Type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} row in {rows:?}"))
+}
+
+#[test]
+fn docker_system_df() {
+    let (registry, image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("system").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+    // A second image with the same layer: both share every byte.
+    let twin = image.relabel(serde_json::json!({"twin": "1"})).unwrap();
+    let (twin_ref, _) = twin.push(&registry, "twin:latest", Format::Oci).unwrap();
+    berth.docker_ok(&["pull", &twin_ref]).unwrap();
+
+    step!("an empty daemon but for images: layers counted once, nothing active");
+    let rows = df_rows(&berth);
+    let images = row(&rows, "Images");
+    assert_eq!(images["TotalCount"], "2", "{rows:?}");
+    assert_eq!(images["Active"], "0", "{rows:?}");
+    assert_eq!(row(&rows, "Containers")["TotalCount"], "0");
+    assert_eq!(row(&rows, "Local Volumes")["TotalCount"], "0");
+    assert_eq!(row(&rows, "Build Cache")["TotalCount"], "0");
+    // Exact figures through the API the CLI reads (its table rounds them).
+    let df: Value = serde_json::from_str(&berth.api_get("/system/df").unwrap()).unwrap();
+    let layer = image.layer_size as i64;
+    let sizes: Vec<i64> = df["Images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["Size"].as_i64().unwrap())
+        .collect();
+    assert!(sizes.iter().all(|s| *s == sizes[0]), "{df}");
+    assert_eq!(df["LayersSize"].as_i64().unwrap(), sizes[0], "{df}");
+    for i in df["Images"].as_array().unwrap() {
+        assert_eq!(i["SharedSize"], i["Size"], "{df}");
+    }
+    assert!(
+        sizes[0] > layer / 2,
+        "layer tar {layer}, unpacked {}",
+        sizes[0]
+    );
+
+    step!("a container's writes and a volume's bytes are measured");
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "writer",
+            "-v",
+            "data:/data",
+            &img,
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/root/rw bs=1000 count=50 2>/dev/null && \
+             dd if=/dev/zero of=/data/v bs=1000 count=100 2>/dev/null",
+        ])
+        .unwrap();
+    berth
+        .docker_ok(&["run", "-d", "--name", "idle", &twin_ref, "sleep", "600"])
+        .unwrap();
+    let df: Value = serde_json::from_str(&berth.api_get("/system/df").unwrap()).unwrap();
+    let writer = df["Containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Names"][0] == "/writer")
+        .unwrap();
+    assert_eq!(writer["SizeRw"].as_i64().unwrap(), 50_000, "{writer}");
+    assert_eq!(
+        writer["SizeRootFs"].as_i64().unwrap(),
+        50_000 + sizes[0],
+        "{writer}"
+    );
+    let vol = &df["Volumes"][0];
+    assert_eq!(vol["Name"], "data");
+    assert_eq!(vol["UsageData"]["Size"].as_i64().unwrap(), 100_000, "{vol}");
+    assert_eq!(vol["UsageData"]["RefCount"].as_i64().unwrap(), 1, "{vol}");
+    let used: Vec<i64> = df["Images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["Containers"].as_i64().unwrap())
+        .collect();
+    assert_eq!(used.iter().sum::<i64>(), 2, "{df}");
+    assert!(
+        used.iter().all(|n| *n == 1),
+        "one container per image: {df}"
+    );
+    let rows = df_rows(&berth);
+    assert_eq!(row(&rows, "Images")["Active"], "2", "{rows:?}");
+    assert_eq!(row(&rows, "Containers")["TotalCount"], "2", "{rows:?}");
+    assert_eq!(row(&rows, "Containers")["Active"], "1", "{rows:?}");
+    assert_eq!(row(&rows, "Containers")["Size"], "50kB", "{rows:?}");
+    assert_eq!(row(&rows, "Local Volumes")["Size"], "100kB", "{rows:?}");
+
+    step!("docker system df -v lists each object");
+    let v = berth.docker_ok(&["system", "df", "-v"]).unwrap();
+    assert!(v.contains("Images space usage:"), "{v}");
+    assert!(v.contains("data") && v.contains("100kB"), "{v}");
+    assert!(v.contains("writer") && v.contains("50kB"), "{v}");
+
+    step!("docker ps -s shows the writable and virtual sizes");
+    let size = berth
+        .docker_ok(&[
+            "ps",
+            "-a",
+            "-s",
+            "--filter",
+            "name=writer",
+            "--format",
+            "{{.Size}}",
+        ])
+        .unwrap();
+    assert!(size.starts_with("50kB (virtual "), "{size}");
+
+    step!("container prune reports the space it reclaimed");
+    let out = berth.docker_ok(&["container", "prune", "-f"]).unwrap();
+    assert!(out.contains("Total reclaimed space: 50kB"), "{out}");
+    let rows = df_rows(&berth);
+    assert_eq!(row(&rows, "Containers")["TotalCount"], "1", "{rows:?}");
+}
