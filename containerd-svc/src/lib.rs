@@ -12,6 +12,7 @@ pub mod service;
 pub mod shim;
 pub mod spec;
 pub mod state;
+pub mod stats;
 pub mod store;
 
 use std::path::PathBuf;

@@ -720,6 +720,22 @@ impl Containers for Service {
         Ok(Response::new(rec.to_container()?))
     }
 
+    async fn stats(
+        &self,
+        req: Request<berth_proto::containers::StatsRequest>,
+    ) -> Result<Response<berth_proto::containers::ContainerStats>, Status> {
+        let rec = self.resolve(&req.into_inner().id).await?;
+        if rec.state != "running" || rec.pid <= 0 {
+            return Ok(Response::new(Default::default()));
+        }
+        let cgroups_path = format!("/{}/{}", self.inner.cfg.cgroup_parent, rec.id);
+        let pid = rec.pid as i32;
+        let sample = tokio::task::spawn_blocking(move || crate::stats::sample(&cgroups_path, pid))
+            .await
+            .map_err(|e| Status::internal(format!("reading stats: {e}")))?;
+        Ok(Response::new(sample))
+    }
+
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let all = req.into_inner().all;
         let mut containers = Vec::new();

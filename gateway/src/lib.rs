@@ -17,6 +17,7 @@ pub mod networks;
 pub mod orphans;
 pub mod reaper;
 pub mod services;
+pub mod stats;
 pub mod streams;
 pub mod system;
 pub mod util;
@@ -125,6 +126,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/restart", post(containers::restart))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}/wait", post(containers::wait))
+        .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}", delete(containers::remove))

@@ -1,5 +1,5 @@
 //! The daemon-wide commands with the real CLI: `docker system df` (-v), `docker ps -s`,
-//! the space `docker container prune` reports.
+//! the space `docker container prune` reports, `docker stats` (one shot and streamed).
 
 use berth_e2e::{Berth, Format, TestImage, registry_with_busybox, step};
 use serde_json::Value;
@@ -136,4 +136,103 @@ fn docker_system_df() {
     assert!(out.contains("Total reclaimed space: 50kB"), "{out}");
     let rows = df_rows(&berth);
     assert_eq!(row(&rows, "Containers")["TotalCount"], "1", "{rows:?}");
+}
+
+/// Reads the first `n` lines of a streamed `GET path` over the API socket.
+fn stream_lines(berth: &Berth, path: &str, n: usize) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(berth.socket()).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    while out.len() < n {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended early");
+        // Chunk sizes and headers are not JSON objects.
+        if line.starts_with('{') {
+            out.push(line.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn docker_stats() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("stats").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "burner",
+            "--memory",
+            "64m",
+            &img,
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ])
+        .unwrap();
+    berth
+        .docker_ok(&["run", "-d", "--name", "idle", &img, "sleep", "600"])
+        .unwrap();
+
+    step!("docker stats --no-stream: CPU %, memory against the limit, PIDs, net I/O");
+    let out = berth
+        .docker_ok(&["stats", "--no-stream", "--format", "{{json .}}"])
+        .unwrap();
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "every running container: {out}");
+    let burner = rows.iter().find(|r| r["Name"] == "burner").unwrap();
+    let cpu: f64 = burner["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(cpu > 10.0, "a busy loop uses CPU: {burner}");
+    let mem = burner["MemUsage"].as_str().unwrap();
+    assert!(mem.ends_with("/ 64MiB"), "{burner}");
+    assert_eq!(burner["PIDs"], "1", "{burner}");
+    assert_ne!(burner["NetIO"], "--", "{burner}");
+    let idle = rows.iter().find(|r| r["Name"] == "idle").unwrap();
+    let idle_cpu: f64 = idle["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(idle_cpu < cpu, "{idle} vs {burner}");
+
+    step!("the streamed API: a sample a second, each with the previous as precpu");
+    let lines = stream_lines(&berth, "/containers/burner/stats?stream=1", 2);
+    let first: Value = serde_json::from_str(&lines[0]).unwrap();
+    let second: Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(second["precpu_stats"], first["cpu_stats"], "{second}");
+    assert!(
+        second["cpu_stats"]["cpu_usage"]["total_usage"]
+            .as_u64()
+            .unwrap()
+            > first["cpu_stats"]["cpu_usage"]["total_usage"]
+                .as_u64()
+                .unwrap()
+    );
+    assert_eq!(second["memory_stats"]["limit"], 64 << 20);
+
+    step!("a stopped container reads zero; an unknown one is Docker's 404");
+    berth.docker_ok(&["stop", "-t", "0", "idle"]).unwrap();
+    let j: Value =
+        serde_json::from_str(&berth.api_get("/containers/idle/stats?stream=0").unwrap()).unwrap();
+    assert_eq!(j["read"], "0001-01-01T00:00:00Z", "{j}");
+    let out = berth.docker(&["stats", "--no-stream", "nosuch"]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("No such container: nosuch"), "{out}");
 }
