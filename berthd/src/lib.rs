@@ -156,11 +156,33 @@ pub enum LaunchError {
 }
 
 /// Runs Berth until SIGTERM/SIGINT, then stops the services (gateway first) and returns.
-pub async fn run(settings: Settings) -> Result<(), LaunchError> {
+/// Re-reads and validates the configuration (flags and daemon.json) for a SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Settings, String>>;
+
+/// SIGHUP: a configuration that does not validate changes nothing (dockerd's wording);
+/// a valid one sets berthd's own level and is passed on: each service re-reads the file.
+fn reload_all(reload: &Reload, running: &[Supervised]) {
+    match reload() {
+        Err(e) => tracing::error!("Error reconfiguring the daemon: {e}"),
+        Ok(settings) => {
+            berth_kit::telemetry::set_debug(settings.debug);
+            for svc in running {
+                if let Some(pid) = svc.state.pid() {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP);
+                }
+            }
+            tracing::info!("configuration reloaded (debug={})", settings.debug);
+        }
+    }
+}
+
+pub async fn run(settings: Settings, reload: Reload) -> Result<(), LaunchError> {
     // Installed first: a signal during startup must stop what was started, not kill
     // berthd and orphan half the services.
     let mut term = signal(SignalKind::terminate()).map_err(LaunchError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(LaunchError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(LaunchError::Signals)?;
 
     for dir in [&settings.data_root, &settings.exec_root] {
         std::fs::create_dir_all(dir).map_err(|source| LaunchError::CreateDir {
@@ -219,6 +241,7 @@ pub async fn run(settings: Settings) -> Result<(), LaunchError> {
             _ = term.recv() => { tracing::info!("SIGTERM received, stopping Berth"); break; }
             _ = int.recv() => { tracing::info!("SIGINT received, stopping Berth"); break; }
             _ = tick.tick() => status.write(&running),
+            _ = hup.recv() => reload_all(&reload, &running),
         }
     }
     stop_all(running).await;

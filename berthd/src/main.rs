@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
-    match runtime.block_on(berthd::run(settings)) {
+    let reload: berthd::Reload = Box::new(move || {
+        let loaded = berthd::config::load(&cli).map_err(|e| e.to_string())?;
+        berthd::config::Settings::resolve(&cli, loaded.as_ref()).map_err(|e| e.to_string())
+    });
+    match runtime.block_on(berthd::run(settings, reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

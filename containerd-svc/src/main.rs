@@ -27,6 +27,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-containerd", args.common.debug);
+    berth_kit::reload::on_sighup(args.common.config_file.clone(), |_| {});
     let roots = args.common.roots();
     let shim_binary = args
         .shim_binary

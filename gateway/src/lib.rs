@@ -65,6 +65,8 @@ pub struct DaemonInfo {
     pub log_driver: String,
     /// Its options (daemon.json `log-opts`).
     pub log_opts: std::collections::HashMap<String, String>,
+    /// daemon.json `labels` (`docker info`); reloaded on SIGHUP.
+    pub labels: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
                 started: std::time::Instant::now(),
                 log_driver: "json-file".into(),
                 log_opts: Default::default(),
+                labels: Arc::default(),
             }),
         }
     }
@@ -87,6 +90,22 @@ impl AppState {
 
 /// The Docker API routes (unversioned paths; see [`app`] for the version prefix).
 impl AppState {
+    /// Takes daemon.json's `labels` (at start and on SIGHUP; absent keeps them).
+    pub fn set_labels(&self, doc: &serde_json::Value) {
+        let Some(list) = doc.get("labels").and_then(|v| v.as_array()) else {
+            return;
+        };
+        let labels = list
+            .iter()
+            .filter_map(|l| l.as_str().map(str::to_string))
+            .collect();
+        *self
+            .info
+            .labels
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = labels;
+    }
+
     /// Sets the default logging driver and its options (from daemon.json).
     pub fn with_log_defaults(
         mut self,

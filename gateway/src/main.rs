@@ -82,7 +82,13 @@ async fn main() -> anyhow::Result<()> {
     let (log_driver, log_opts) = berth_gateway::util::log_defaults(
         &berth_gateway::util::daemon_json(args.common.config_file.as_deref())?,
     );
+    let doc = berth_gateway::util::daemon_json(args.common.config_file.as_deref())?;
     let state = AppState::new(roots, events).with_log_defaults(log_driver, log_opts);
+    state.set_labels(&doc);
+    let live = state.clone();
+    berth_kit::reload::on_sighup(args.common.config_file.clone(), move |doc| {
+        live.set_labels(doc)
+    });
     tokio::spawn(reaper::run(state.clone()));
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut servers = Vec::new();

@@ -18,6 +18,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-imaged", args.service.debug);
+    berth_kit::reload::on_sighup(args.service.config_file.clone(), |_| {});
     berth_imaged::metrics::register();
     let roots = args.service.roots();
     let insecure_registries = insecure_registries_from(args.service.config_file.as_deref())

@@ -8,6 +8,7 @@ pub mod disk;
 pub mod grpc;
 pub mod metrics;
 pub mod paths;
+pub mod reload;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

@@ -130,12 +130,6 @@ impl Telemetry {
 pub fn init(service: &str, debug: bool) -> Telemetry {
     crate::metrics::init(service);
     global::set_text_map_propagator(TraceContextPropagator::new());
-    let default = if debug { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!(
-            "{default},h2=info,hyper=info,tower=info,sqlx=warn,opentelemetry=warn,reqwest=info"
-        ))
-    });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
@@ -165,7 +159,7 @@ pub fn init(service: &str, debug: bool) -> Telemetry {
         mark_exporting();
     }
     let _ = tracing_subscriber::registry()
-        .with(filter)
+        .with(reloadable_filter(debug))
         .with(fmt)
         .with(otel)
         .try_init();
@@ -186,15 +180,55 @@ pub fn exported_spans() -> tracing_subscriber::filter::FilterFn {
 
 /// Logs only, never exports (berthd: it serves no requests and runs outside tokio).
 pub fn init_logging(service: &str, debug: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(reloadable_filter(debug))
+        .with(fmt)
         .try_init();
     tracing::debug!(service, "logging initialised");
+}
+
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Lets `debug` change while running (SIGHUP reload of daemon.json).
+static LEVEL: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// `RUST_LOG` when set, else info (or debug) for Berth with the libraries kept quieter.
+fn level_filter(debug: bool) -> EnvFilter {
+    let default = if debug { "debug" } else { "info" };
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},h2=info,hyper=info,tower=info,sqlx=warn,opentelemetry=warn,reqwest=info"
+        ))
+    })
+}
+
+fn reloadable_filter(
+    debug: bool,
+) -> tracing_subscriber::reload::Layer<EnvFilter, tracing_subscriber::Registry> {
+    DEBUG.store(debug, Ordering::Relaxed);
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(level_filter(debug));
+    let _ = LEVEL.set(handle);
+    layer
+}
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+
+/// Whether debug logging is on in this process (`docker info`'s Debug).
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+/// Switches debug logging on or off in this process (a no-op before [`init`]).
+pub fn set_debug(debug: bool) {
+    DEBUG.store(debug, Ordering::Relaxed);
+    if let Some(h) = LEVEL.get()
+        && let Err(e) = h.modify(|f| *f = level_filter(debug))
+    {
+        tracing::warn!("changing the log level: {e}");
+    }
 }
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);

@@ -20,6 +20,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-logd", args.service.debug);
+    berth_kit::reload::on_sighup(args.service.config_file.clone(), |_| {});
     berth_logd::metrics::register();
     let roots = args.service.roots();
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;

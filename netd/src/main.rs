@@ -35,6 +35,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-netd", args.common.debug);
+    berth_kit::reload::on_sighup(args.common.config_file.clone(), |_| {});
     let roots = args.common.roots();
     let file = config::DaemonNetConfig::load(args.common.config_file.as_deref())?;
     let netd_config = config::merge(

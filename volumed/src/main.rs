@@ -16,6 +16,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-volumed", args.service.debug);
+    berth_kit::reload::on_sighup(args.service.config_file.clone(), |_| {});
     let roots = args.service.roots();
     let pool = berth_kit::db::open(&roots.state_db(SERVICE), &MIGRATOR).await?;
     let store = VolumeStore::new(pool.clone(), roots.service_dir(SERVICE));

@@ -234,6 +234,16 @@ impl Berth {
         Ok(pid)
     }
 
+    /// The daemon.json berthd was started with (tests rewrite it to test reloads).
+    pub fn config_file(&self) -> Result<PathBuf> {
+        Ok(self
+            .home
+            .as_ref()
+            .context("berth already stopped")?
+            .path()
+            .join("daemon.json"))
+    }
+
     /// `GET path` on the API socket; the body when the status is 200.
     pub fn api_get(&self, path: &str) -> Result<String> {
         let r = crate::http::unix_request(self.socket(), "GET", path, None, b"")?;

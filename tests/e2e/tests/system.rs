@@ -1,5 +1,6 @@
 //! The daemon-wide commands with the real CLI: `docker system df` (-v), `docker ps -s`,
-//! the space `docker container prune` reports, `docker stats` (one shot and streamed).
+//! the space `docker container prune` reports, `docker stats` (one shot and streamed),
+//! `docker info`'s counts and settings, `berthd --validate`, SIGHUP reload.
 
 use berth_e2e::{Berth, Format, TestImage, registry_with_busybox, step};
 use serde_json::Value;
@@ -235,4 +236,108 @@ fn docker_stats() {
     let out = berth.docker(&["stats", "--no-stream", "nosuch"]);
     assert!(!out.success());
     assert!(out.stderr.contains("No such container: nosuch"), "{out}");
+}
+
+fn info(berth: &Berth, format: &str) -> String {
+    berth
+        .docker_ok(&["info", "--format", format])
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn docker_info_validate_and_reload() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start_full(
+        "info",
+        &[],
+        &[],
+        r#"{"labels": ["tier=a"], "log-driver": "local"}"#,
+    )
+    .unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+
+    step!("docker info: real counts and the configured settings");
+    berth
+        .docker_ok(&["run", "-d", "--name", "up", &img, "sleep", "600"])
+        .unwrap();
+    berth.docker_ok(&["create", "--name", "new", &img]).unwrap();
+    assert_eq!(info(&berth, "{{.Containers}}"), "2");
+    assert_eq!(info(&berth, "{{.ContainersRunning}}"), "1");
+    assert_eq!(info(&berth, "{{.ContainersStopped}}"), "1");
+    assert_eq!(info(&berth, "{{.Images}}"), "1");
+    assert_eq!(info(&berth, "{{.LoggingDriver}}"), "local");
+    assert_eq!(info(&berth, "{{json .Labels}}"), r#"["tier=a"]"#);
+    assert_eq!(info(&berth, "{{.Debug}}"), "false");
+    assert_eq!(
+        info(&berth, "{{.DockerRootDir}}"),
+        berth.data_root().display().to_string()
+    );
+
+    step!("berthd --validate checks a daemon.json without starting anything");
+    let berthd = berth_e2e::berth::binary("berthd").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, r#"{"debug": true, "labels": ["x=y"]}"#).unwrap();
+    let out = std::process::Command::new(&berthd)
+        .args(["--validate", "--config-file"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration OK\n");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"debug": "yes", "no-such-key": 1}"#).unwrap();
+    let out = std::process::Command::new(&berthd)
+        .args(["--validate", "--config-file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-key"), "{err}");
+
+    step!("SIGHUP reloads debug and labels; a broken file changes nothing");
+    let pids: Vec<Option<u32>> = berth_e2e::berth::SERVICE_BINARIES
+        .iter()
+        .map(|s| berth.service_pid(s))
+        .collect();
+    let config = berth.config_file().unwrap();
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(berth.pid().unwrap() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    std::fs::write(
+        &config,
+        r#"{"labels": ["tier=b", "zone=1"], "debug": true, "log-driver": "local"}"#,
+    )
+    .unwrap();
+    hup();
+    let reloaded = berth_e2e::wait_until(std::time::Duration::from_secs(10), || {
+        info(&berth, "{{json .Labels}}") == r#"["tier=b","zone=1"]"#
+            && info(&berth, "{{.Debug}}") == "true"
+    });
+    assert!(reloaded, "{}", info(&berth, "{{json .}}"));
+    std::fs::write(&config, r#"{"labels": ["tier=c"], "debug": "#).unwrap();
+    hup();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(info(&berth, "{{json .Labels}}"), r#"["tier=b","zone=1"]"#);
+    assert!(
+        berth.log().contains("Error reconfiguring the daemon"),
+        "berthd names the failure"
+    );
+    // Every service survived both signals: the same processes answer.
+    assert_eq!(info(&berth, "{{.ContainersRunning}}"), "1");
+    let running = berth.docker_ok(&["ps", "-q"]).unwrap();
+    assert_eq!(running.lines().count(), 1);
+    let after: Vec<Option<u32>> = berth_e2e::berth::SERVICE_BINARIES
+        .iter()
+        .map(|s| berth.service_pid(s))
+        .collect();
+    assert_eq!(pids, after, "a service died of SIGHUP");
+    assert!(pids.iter().all(Option::is_some), "{pids:?}");
 }
