@@ -26,6 +26,8 @@ pub struct Inner {
     pub pool: SqlitePool,
     pub cfg: Config,
     events: broadcast::Sender<ContainerEvent>,
+    /// Events go through the journal (in order) before they are broadcast.
+    journal: tokio::sync::mpsc::UnboundedSender<ContainerEvent>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// `docker exec` instances.
     pub(crate) execs: crate::exec::ExecTable,
@@ -65,11 +67,14 @@ impl Service {
         shim_tracer: Option<opentelemetry_sdk::trace::Tracer>,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let (journal, pending) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(journal_events(pool.clone(), pending, events.clone()));
         Self {
             inner: Arc::new(Inner {
                 pool,
                 cfg,
                 events,
+                journal,
                 locks: Mutex::new(HashMap::new()),
                 execs: Default::default(),
                 shim_tracer,
@@ -150,7 +155,7 @@ impl Service {
     }
 
     fn emit(&self, rec: &Record, spec: &ContainerSpec, action: &str, exit_code: i32) {
-        let _ = self.inner.events.send(ContainerEvent {
+        let _ = self.inner.journal.send(ContainerEvent {
             id: rec.id.clone(),
             action: action.to_string(),
             exit_code,
@@ -159,6 +164,7 @@ impl Service {
             name: spec.name.clone(),
             image_ref: spec.image_ref.clone(),
             labels: spec.labels.clone(),
+            seq: 0,
         });
     }
 
@@ -664,6 +670,59 @@ impl Service {
     }
 }
 
+/// Events kept in the journal: enough for any gateway outage, bounded on disk.
+const JOURNAL_KEEP: i64 = 10_000;
+
+/// Writes each event to the journal, numbers it, then broadcasts it. An event that
+/// cannot be stored is still broadcast (seq 0): live listeners must not miss it.
+async fn journal_events(
+    pool: SqlitePool,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<ContainerEvent>,
+    events: broadcast::Sender<ContainerEvent>,
+) {
+    use prost::Message as _;
+    while let Some(mut ev) = pending.recv().await {
+        let stored =
+            sqlx::query_scalar::<_, i64>("INSERT INTO events (event) VALUES (?) RETURNING seq")
+                .bind(ev.encode_to_vec())
+                .fetch_one(&pool)
+                .await;
+        match stored {
+            Ok(seq) => {
+                ev.seq = seq as u64;
+                if seq % 1000 == 0 {
+                    let _ = sqlx::query("DELETE FROM events WHERE seq <= ?")
+                        .bind(seq - JOURNAL_KEEP)
+                        .execute(&pool)
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = %ev.id, action = %ev.action, "journaling an event: {e}")
+            }
+        }
+        let _ = events.send(ev);
+    }
+}
+
+/// The journal's events after `after_seq`, oldest first.
+async fn journal_since(pool: &SqlitePool, after_seq: u64) -> Result<Vec<ContainerEvent>, Error> {
+    use prost::Message as _;
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, event FROM events WHERE seq > ? ORDER BY seq")
+            .bind(after_seq as i64)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(seq, blob)| {
+            let mut ev = ContainerEvent::decode(blob.as_slice()).ok()?;
+            ev.seq = seq as u64;
+            Some(ev)
+        })
+        .collect())
+}
+
 /// Every existing cgroup directory of container `id` (v1: one per controller; v2: one).
 pub fn cgroup_leaves(parent: &str, id: &str) -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new("/sys/fs/cgroup");
@@ -759,10 +818,17 @@ impl Containers for Service {
 
     async fn events(
         &self,
-        _: Request<EventsRequest>,
+        req: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
+        // Subscribed before reading the journal, so nothing falls between the two; live
+        // events the replay already sent are skipped by seq.
         let rx = self.inner.events.subscribe();
-        let s = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| r.ok().map(Ok));
+        let after = req.into_inner().after_seq;
+        let replay = journal_since(&self.inner.pool, after).await?;
+        let last = replay.last().map_or(after, |e| e.seq);
+        let live = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .filter_map(move |r| r.ok().filter(|e| e.seq == 0 || e.seq > last).map(Ok));
+        let s = tokio_stream::iter(replay.into_iter().map(Ok)).chain(live);
         Ok(Response::new(Box::pin(s)))
     }
 

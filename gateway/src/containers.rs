@@ -433,6 +433,9 @@ pub async fn create(
         )
         .await?;
         reserved.push(Reserved::Volumes);
+        for m in attached.mounts.iter().filter(|m| m.created) {
+            crate::volumes::volume_event(&st, "create", &m.name).await;
+        }
         // The CLI files the default network's settings under "default".
         let primary = crate::networks::endpoint_settings(
             endpoints_config

@@ -128,16 +128,80 @@ impl Events {
         actor_id: &str,
         attributes: BTreeMap<String, String>,
     ) {
-        let attrs = serde_json::to_string(&attributes).unwrap_or_else(|_| "{}".into());
-        let res = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO events (time_nano, type, action, actor_id, attributes) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+        self.store(None, time_nano, kind, action, actor_id, attributes)
+            .await;
+    }
+
+    /// How far the journal of `source` has been recorded (0: nothing yet).
+    pub async fn cursor(&self, source: &str) -> u64 {
+        sqlx::query_scalar::<_, i64>("SELECT seq FROM cursors WHERE source = ?")
+            .bind(source)
+            .fetch_optional(&self.pool)
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |s| s as u64)
+    }
+
+    /// Records an event taken from `source`'s journal at `source_seq`, and the cursor
+    /// with it in one transaction: after a crash it is recorded exactly once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn emit_journaled(
+        &self,
+        source: &str,
+        source_seq: u64,
+        time_nano: i64,
+        kind: &str,
+        action: &str,
+        actor_id: &str,
+        attributes: BTreeMap<String, String>,
+    ) {
+        self.store(
+            Some((source, source_seq)),
+            time_nano,
+            kind,
+            action,
+            actor_id,
+            attributes,
         )
-        .bind(time_nano)
-        .bind(kind)
-        .bind(action)
-        .bind(actor_id)
-        .bind(&attrs)
-        .fetch_one(&self.pool)
+        .await;
+    }
+
+    async fn store(
+        &self,
+        cursor: Option<(&str, u64)>,
+        time_nano: i64,
+        kind: &str,
+        action: &str,
+        actor_id: &str,
+        attributes: BTreeMap<String, String>,
+    ) {
+        let attrs = serde_json::to_string(&attributes).unwrap_or_else(|_| "{}".into());
+        let res = async {
+            let mut tx = self.pool.begin().await?;
+            let seq = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO events (time_nano, type, action, actor_id, attributes) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(time_nano)
+            .bind(kind)
+            .bind(action)
+            .bind(actor_id)
+            .bind(&attrs)
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some((source, at)) = cursor {
+                sqlx::query(
+                    "INSERT INTO cursors (source, seq) VALUES (?, ?)
+                     ON CONFLICT(source) DO UPDATE SET seq = excluded.seq",
+                )
+                .bind(source)
+                .bind(at as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<i64, sqlx::Error>(seq)
+        }
         .await;
         let seq = match res {
             Ok(seq) => seq,

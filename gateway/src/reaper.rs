@@ -19,7 +19,8 @@ pub async fn run(st: AppState) {
     });
     loop {
         let mut client = st.services.containers.clone();
-        match client.events(cpb::EventsRequest {}).await {
+        let after_seq = st.events.cursor(CONTAINERD_JOURNAL).await;
+        match client.events(cpb::EventsRequest { after_seq }).await {
             Ok(resp) => {
                 let mut stream = resp.into_inner();
                 sweep(&st).await;
@@ -39,15 +40,36 @@ pub async fn run(st: AppState) {
     }
 }
 
-/// containerd-svc's lifecycle events (create, start, die, destroy) become Docker events.
+/// The cursor name of containerd-svc's event journal in the gateway's store.
+const CONTAINERD_JOURNAL: &str = "containerd";
+
+/// containerd-svc's lifecycle events (create, start, die, destroy) become Docker events;
+/// journaled ones (seq > 0) move the cursor, so a restart neither loses nor repeats them.
 async fn record(st: &AppState, ev: &cpb::ContainerEvent) {
     let mut attrs = crate::events::container_attributes(&ev.name, &ev.image_ref, &ev.labels);
     if ev.action == "die" {
         attrs.insert("exitCode".into(), ev.exit_code.to_string());
     }
-    st.events
-        .emit_at(ev.time_unix_nano, "container", &ev.action, &ev.id, attrs)
-        .await;
+    if ev.seq == 0 {
+        st.events
+            .emit_at(ev.time_unix_nano, "container", &ev.action, &ev.id, attrs)
+            .await;
+    } else {
+        st.events
+            .emit_journaled(
+                CONTAINERD_JOURNAL,
+                ev.seq,
+                ev.time_unix_nano,
+                "container",
+                &ev.action,
+                &ev.id,
+                attrs,
+            )
+            .await;
+    }
+    if matches!(ev.action.as_str(), "start" | "die") {
+        crate::volumes::mount_events(st, ev).await;
+    }
 }
 
 async fn sweep(st: &AppState) {

@@ -94,9 +94,54 @@ pub async fn list(
     })))
 }
 
-async fn volume_event(st: &AppState, action: &str, name: &str) {
+pub async fn volume_event(st: &AppState, action: &str, name: &str) {
     let attrs = BTreeMap::from([("driver".to_string(), "local".to_string())]);
     st.events.emit("volume", action, name, attrs).await;
+}
+
+/// Docker's `volume mount` (at a container's start) and `volume unmount` (at its end)
+/// events, one per volume the container mounts.
+pub async fn mount_events(st: &AppState, ev: &berth_proto::containers::ContainerEvent) {
+    let mut c = st.services.containers.clone();
+    let Ok(ctr) = c
+        .get(berth_proto::containers::GetRequest { id: ev.id.clone() })
+        .await
+    else {
+        return;
+    };
+    let Some(spec) = ctr.into_inner().spec else {
+        return;
+    };
+    let ns: Value = serde_json::from_slice(&spec.network_settings_json).unwrap_or_default();
+    let mounts = ns
+        .get("mounts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let action = if ev.action == "start" {
+        "mount"
+    } else {
+        "unmount"
+    };
+    for m in mounts.iter().filter(|m| m["Type"] == "volume") {
+        let name = m["Name"].as_str().unwrap_or_default();
+        let mut attrs = BTreeMap::from([
+            ("container".to_string(), ev.id.clone()),
+            ("driver".to_string(), "local".to_string()),
+        ]);
+        if action == "mount" {
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            attrs.insert("destination".into(), text("Destination"));
+            attrs.insert("propagation".into(), text("Propagation"));
+            attrs.insert(
+                "read/write".into(),
+                m["RW"].as_bool().unwrap_or(true).to_string(),
+            );
+        }
+        st.events
+            .emit_at(ev.time_unix_nano, "volume", action, name, attrs)
+            .await;
+    }
 }
 
 /// `POST /volumes/create`.

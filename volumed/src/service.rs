@@ -50,6 +50,7 @@ fn mount_to_pb(m: Mount) -> pb::VolumeMount {
         destination: m.destination,
         read_only: m.read_only,
         anonymous: m.anonymous,
+        created: m.created,
     }
 }
 

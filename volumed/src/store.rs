@@ -106,6 +106,8 @@ pub struct Mount {
     pub read_only: bool,
     /// The volume is anonymous.
     pub anonymous: bool,
+    /// This attach created the volume (Docker reports a `volume create` event).
+    pub created: bool,
 }
 
 /// Docker's volume filters (`docker volume ls --filter`, `volume prune --filter`).
@@ -797,7 +799,10 @@ impl VolumeStore {
                         .await?;
                 }
             }
-            let out = self.mounts_of(&mut tx, container_id).await?;
+            let mut out = self.mounts_of(&mut tx, container_id).await?;
+            for m in &mut out {
+                m.created = created.dirs.contains(&self.volume_dir(&m.name));
+            }
             tx.commit().await?;
             Ok::<_, VolumeError>(out)
         }
@@ -877,6 +882,7 @@ impl VolumeStore {
         Ok(rows
             .into_iter()
             .map(|(name, destination, read_only, source, anonymous)| Mount {
+                created: false,
                 name,
                 source,
                 destination,

@@ -150,4 +150,91 @@ fn docker_events() {
     );
     let after = replay(&berth, t0, &[]);
     assert_eq!(after, all, "replay differs after the gateway's restart");
+
+    step!("a container that dies while the gateway is down is reported once it is back");
+    let t1 = unix_now();
+    berth
+        .docker_ok(&["run", "-d", "--name", "lonely", &img, "sleep", "600"])
+        .unwrap();
+    let pid = berth.container_pid("lonely").unwrap();
+    let gateway = Pid::from_raw(berth.service_pid("berth-gateway").unwrap() as i32);
+    // Stopped, the gateway cannot read containerd-svc's die event; killed, it loses what
+    // was waiting in its socket: only containerd-svc's journal still has the event.
+    kill(gateway, Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    kill(gateway, Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || berth
+            .service_pid("berth-gateway")
+            .is_some_and(|p| p as i32 != gateway.as_raw())
+            && berth.docker(&["version"]).success()),
+        "the gateway did not come back"
+    );
+    let lonely = |extra: &[&str]| {
+        let mut args = vec!["--filter", "container=lonely"];
+        args.extend_from_slice(extra);
+        replay(&berth, t1, &args)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || !lonely(&[
+            "--filter",
+            "event=die"
+        ])
+        .is_empty()),
+        "no die event: {:?}",
+        lonely(&[])
+    );
+    // Each event once: the journal replay does not repeat what was recorded live.
+    assert_eq!(
+        lonely(&[]),
+        [
+            "container create lonely",
+            "container start lonely",
+            "container die lonely"
+        ]
+    );
+    assert_eq!(
+        berth.inspect("{{.State.ExitCode}}", "lonely").unwrap(),
+        "137"
+    );
+
+    step!("volume mount and unmount events name the container and the destination");
+    let t2 = unix_now();
+    berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--name",
+            "user",
+            "-v",
+            "evvol:/data:ro",
+            &img,
+            "true",
+        ])
+        .unwrap();
+    let until = (unix_now() + 1).to_string();
+    let since = t2.to_string();
+    let out = berth
+        .docker_ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Action}} {{.Actor.ID}} {{json .Actor.Attributes}}",
+        ])
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let actions: Vec<&str> = lines.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(actions, ["create", "mount", "unmount"], "{out}");
+    assert!(lines.iter().all(|l| l.contains(" evvol ")), "{out}");
+    assert!(
+        lines[1].contains(r#""destination":"/data""#)
+            && lines[1].contains(r#""read/write":"false""#),
+        "{out}"
+    );
 }
