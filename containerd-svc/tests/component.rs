@@ -409,7 +409,11 @@ async fn lifecycle_logs_and_restart() {
     let s1 = env.spec("1", "c1", &["sh", "-c", "echo hello; exit 3"]);
     let id1 = s1.id.clone();
     c.create(CreateRequest { spec: Some(s1) }).await.unwrap();
-    let mut events = c.events(EventsRequest {}).await.unwrap().into_inner();
+    let mut events = c
+        .events(EventsRequest { after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
     let started = c
         .start(StartRequest { id: "c1".into() })
         .await
@@ -451,19 +455,36 @@ async fn lifecycle_logs_and_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "log never closed");
+    // The journal replays the create (before the subscription), then the live events.
     let mut actions = Vec::new();
-    while actions.len() < 2 {
+    let mut seqs = Vec::new();
+    while actions.len() < 3 {
         let e = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
             .unwrap()
             .unwrap()
             .unwrap();
         if e.id == id1 {
+            seqs.push(e.seq);
             actions.push((e.action, e.exit_code, e.name));
         }
     }
-    assert_eq!(actions[0].0, "start");
-    assert_eq!(actions[1], ("die".to_string(), 3, "c1".to_string()));
+    assert_eq!(actions[0].0, "create");
+    assert_eq!(actions[1].0, "start");
+    assert_eq!(actions[2], ("die".to_string(), 3, "c1".to_string()));
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // A reader that saw up to the start resumes with the die.
+    let mut resumed = c
+        .events(EventsRequest { after_seq: seqs[1] })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((e.action.as_str(), e.seq), ("die", seqs[2]));
 
     // 1b. an exited container starts again (new shim, new log session).
     let r = c

@@ -488,7 +488,10 @@ async fn option_volumes_mount_while_used_prune_and_filters() {
         v.sort();
         v
     };
-    let list = |f: VolumeFilter| ListVolumesRequest { filter: Some(f) };
+    let list = |f: VolumeFilter| ListVolumesRequest {
+        filter: Some(f),
+        with_size: false,
+    };
     let dangling = c
         .list_volumes(list(VolumeFilter {
             dangling: Some(false),
