@@ -1112,6 +1112,7 @@ mod tests {
                 destination: r.destination,
                 read_only: r.read_only,
                 anonymous: false,
+                created: false,
             })
             .collect();
         let (mounts, shown) = p.container_mounts(&attached).unwrap();

@@ -2,7 +2,7 @@
 //! the space `docker container prune` reports, `docker stats` (one shot and streamed),
 //! `docker info`'s counts and settings, `berthd --validate`, SIGHUP reload.
 
-use berth_e2e::{Berth, Format, TestImage, registry_with_busybox, step};
+use berth_e2e::{Berth, Format, registry_with_busybox, step};
 use serde_json::Value;
 
 /// `docker system df --format '{{json .}}'`: one object per type, by its Type.
