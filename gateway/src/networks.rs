@@ -95,9 +95,9 @@ fn network_matches(
                 "builtin" => is_predefined(&n.name),
                 _ => false,
             }),
-            "label" => vals.iter().all(|v| match v.split_once('=') {
-                Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
-                None => n.labels.contains_key(v),
+            "label" | "label!" => crate::util::labels_pass(filters, |k, v| match v {
+                Some(v) => n.labels.get(k).is_some_and(|x| x == v),
+                None => n.labels.contains_key(k),
             }),
             "dangling" => vals.iter().all(|v| match v.as_str() {
                 "true" | "1" => !in_use.contains(&n.id) && !is_predefined(&n.name),
@@ -282,7 +282,7 @@ pub async fn prune(
 ) -> Result<Json<Value>, ApiError> {
     let filters = parse_filters(&q)?;
     for k in filters.keys() {
-        if !matches!(k.as_str(), "label" | "until") {
+        if !matches!(k.as_str(), "label" | "label!" | "until") {
             return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
         }
     }

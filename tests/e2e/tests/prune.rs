@@ -59,6 +59,40 @@ fn docker_prune() {
     assert!(out.contains("deleted: sha256:"), "{out}");
     assert_eq!(berth.docker_ok(&["images", "-q"]).unwrap(), "");
 
+    step!("system prune passes its filters to every prune (label!)");
+    berth.docker_ok(&["pull", &img]).unwrap();
+    for (kind, name, label) in [
+        ("network", "netkeep", "keep=1"),
+        ("network", "netdrop", "other=1"),
+    ] {
+        berth
+            .docker_ok(&[kind, "create", "--label", label, name])
+            .unwrap();
+    }
+    berth
+        .docker_ok(&["run", "--name", "ckeep", "--label", "keep=1", &img, "true"])
+        .unwrap();
+    berth
+        .docker_ok(&["run", "--name", "cdrop", &img, "true"])
+        .unwrap();
+    let out = berth
+        .docker_ok(&["system", "prune", "-f", "--filter", "label!=keep=1"])
+        .unwrap();
+    assert!(out.contains("netdrop") && !out.contains("netkeep"), "{out}");
+    let left = berth
+        .docker_ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .unwrap();
+    assert_eq!(left.trim(), "ckeep", "{out}");
+    let nets = berth
+        .docker_ok(&["network", "ls", "--format", "{{.Name}}"])
+        .unwrap();
+    assert!(
+        nets.contains("netkeep") && !nets.contains("netdrop"),
+        "{nets}"
+    );
+    berth.docker_ok(&["rm", "ckeep"]).unwrap();
+    berth.docker_ok(&["network", "rm", "netkeep"]).unwrap();
+
     step!("system prune -a --volumes");
     berth.docker_ok(&["pull", &img]).unwrap();
     berth.docker_ok(&["network", "create", "leftover"]).unwrap();
