@@ -1,7 +1,8 @@
 //! Log and event figures of issue 7 against a release-built Berth: `docker logs` of a
 //! 64 MiB log (MiB/s, hyperfine median), `docker logs --tail 10` on a 1 GiB log (ms; it
 //! must not depend on the size), and `docker events` latency (from the event's own time
-//! to the CLI printing it; median of 50 network create/rm events).
+//! to the CLI printing it; median of 50 network create/rm events), and `docker system
+//! df` (plain and -v) with 100 containers and 20 volumes.
 //!
 //! Run with `bash bench/logs.sh` (BENCH_BIG_MIB overrides the 1024 MiB of the big log).
 //! With DOCKER_HOST_REF set to another engine's socket the same figures are taken for it
@@ -113,12 +114,47 @@ fn figures(label: &str, env: &[(String, String)], img: &str) -> Result<()> {
     let tail_big = hyperfine(env, "docker logs --tail 10 bench-logbig > /dev/null", n)?;
     let tail_small = hyperfine(env, "docker logs --tail 10 bench-log64 > /dev/null", n)?;
     let events = event_latency(env)?;
+    docker(env, &["rm", "-f", "bench-log64", "bench-logbig"])?;
+    let (df, df_v) = system_df(env, img, n)?;
     println!(
-        "  {label:<6} logs 64 MiB {full:8.1} ms ({:6.1} MiB/s) | --tail 10: {big_mib} MiB log {tail_big:6.1} ms, 64 MiB log {tail_small:6.1} ms | events latency median {events:5.2} ms",
+        "  {label:<6} logs 64 MiB {full:8.1} ms ({:6.1} MiB/s) | --tail 10: {big_mib} MiB log {tail_big:6.1} ms, 64 MiB log {tail_small:6.1} ms | events latency median {events:5.2} ms | system df (100 containers, 20 volumes) {df:6.1} ms, -v {df_v:6.1} ms",
         64.0 / (full / 1000.0)
     );
-    docker(env, &["rm", "-f", "bench-log64", "bench-logbig"])?;
     Ok(())
+}
+
+/// `docker system df` and `docker system df -v` with 100 containers (each wrote 10 kB)
+/// and 20 volumes (10 kB each).
+fn system_df(env: &[(String, String)], img: &str, n: usize) -> Result<(f64, f64)> {
+    for i in 0..100 {
+        let name = format!("bench-df-{i}");
+        let volume = format!("bench-dfv-{}:/data", i % 20);
+        docker(
+            env,
+            &[
+                "run",
+                "--name",
+                &name,
+                "-v",
+                &volume,
+                img,
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/root/f bs=1000 count=10 2>/dev/null; cp /root/f /data/f",
+            ],
+        )?;
+    }
+    let df = hyperfine(env, "docker system df > /dev/null", n)?;
+    let df_v = hyperfine(env, "docker system df -v > /dev/null", n)?;
+    let names: Vec<String> = (0..100).map(|i| format!("bench-df-{i}")).collect();
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    docker(env, &rm)?;
+    let vols: Vec<String> = (0..20).map(|i| format!("bench-dfv-{i}")).collect();
+    let mut rmv = vec!["volume", "rm"];
+    rmv.extend(vols.iter().map(String::as_str));
+    docker(env, &rmv)?;
+    Ok((df, df_v))
 }
 
 fn main() -> Result<()> {

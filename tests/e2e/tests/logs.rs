@@ -152,6 +152,78 @@ fn docker_logs_rotation_and_restarts() {
     assert_eq!(text, "line 399");
     assert!(stamp.ends_with('Z') && stamp.len() == 30, "{stamp}");
 
+    step!("stdout and stderr stay apart; partial and very long lines come back whole");
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "mix",
+            // Not the daemon's 2k default: all of it must stay.
+            "--log-opt",
+            "max-size=10m",
+            &img,
+            "sh",
+            "-c",
+            "echo out1; echo err1 >&2; sleep 1.5; echo out2; \
+             head -c 40000 /dev/zero | tr '\\0' a; echo; printf partial",
+        ])
+        .unwrap();
+    let long = format!("{}\n", "a".repeat(40000));
+    // Compared by digest-like summaries: a 40 kB line in a failure message helps no one.
+    let summary = |s: &str| {
+        (
+            s.len(),
+            s.chars().take(12).collect::<String>(),
+            s.chars().rev().take(12).collect::<String>(),
+        )
+    };
+    let out = berth.docker(&["logs", "mix"]);
+    assert!(out.success(), "{}", out.stderr);
+    assert_eq!(
+        summary(&out.stdout),
+        summary(&format!("out1\nout2\n{long}partial"))
+    );
+    assert!(out.stdout == format!("out1\nout2\n{long}partial"));
+    assert_eq!(out.stderr, "err1\n");
+
+    step!("--since and --until select by time (both inclusive, as Docker)");
+    let stamped = berth.docker_ok(&["logs", "--timestamps", "mix"]).unwrap();
+    let time_of = |text: &str| -> String {
+        stamped
+            .lines()
+            .find(|l| l.ends_with(text))
+            .and_then(|l| l.split_once(' '))
+            .map(|(t, _)| t.to_string())
+            .unwrap_or_else(|| panic!("no {text} in {stamped}"))
+    };
+    let (t1, t2) = (time_of(" out1"), time_of(" out2"));
+    let since = berth.docker(&["logs", "--since", &t2, "mix"]);
+    assert_eq!(
+        summary(&since.stdout),
+        summary(&format!("out2\n{long}partial")),
+        "since {t2}"
+    );
+    assert_eq!(since.stderr, "", "err1 was written before {t2}");
+    let until = berth.docker(&["logs", "--until", &t1, "mix"]);
+    assert_eq!(until.stdout, "out1\n", "until {t1}");
+
+    step!("-f follows a running container until it exits");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "slow",
+            &img,
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo f$i; sleep 0.4; done",
+        ])
+        .unwrap();
+    let followed = berth.docker_within(&["logs", "-f", "slow"], Duration::from_secs(30));
+    assert!(followed.success(), "{followed}");
+    assert_eq!(followed.stdout, "f1\nf2\nf3\n");
+
     step!("--details prefixes the attributes named by labels/env log options");
     berth
         .docker_ok(&[

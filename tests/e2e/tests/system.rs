@@ -340,4 +340,19 @@ fn docker_info_validate_and_reload() {
         .collect();
     assert_eq!(pids, after, "a service died of SIGHUP");
     assert!(pids.iter().all(Option::is_some), "{pids:?}");
+    drop(berth);
+
+    step!("berthd -D: every service logs at debug level and docker info says so");
+    // (The harness passes --debug itself when BERTH_E2E_DEBUG is set.)
+    let extra: &[&str] = if std::env::var_os("BERTH_E2E_DEBUG").is_some() {
+        &[]
+    } else {
+        &["-D"]
+    };
+    let debug = Berth::start_with("info-debug", extra).unwrap();
+    assert_eq!(info(&debug, "{{.Debug}}"), "true");
+    assert!(
+        debug.log().contains("DEBUG"),
+        "no debug lines in berthd's log"
+    );
 }
