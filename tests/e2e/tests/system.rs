@@ -9,9 +9,9 @@ use serde_json::Value;
 fn df_rows(berth: &Berth) -> Vec<Value> {
     berth
         .docker_ok(&["system", "df", "--format", "{{json .}}"])
-        .unwrap()
+        .expect("docker system df")
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
         .collect()
 }
 
@@ -142,16 +142,17 @@ fn docker_system_df() {
 /// Reads the first `n` lines of a streamed `GET path` over the API socket.
 fn stream_lines(berth: &Berth, path: &str, n: usize) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(berth.socket()).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(berth.socket()).expect("API socket");
     s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n").unwrap();
+        .expect("read timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n").expect("sending the request");
     let mut r = BufReader::new(s);
     let mut out = Vec::new();
     let mut line = String::new();
     while out.len() < n {
         line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "stream ended early");
+        let read = r.read_line(&mut line).expect("reading the stream");
+        assert!(read > 0, "stream ended early");
         // Chunk sizes and headers are not JSON objects.
         if line.starts_with('{') {
             out.push(line.trim().to_string());
@@ -189,7 +190,7 @@ fn docker_stats() {
         .unwrap();
     let rows: Vec<Value> = out
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str(l).expect("a JSON row"))
         .collect();
     assert_eq!(rows.len(), 2, "every running container: {out}");
     let burner = rows.iter().find(|r| r["Name"] == "burner").unwrap();
@@ -241,7 +242,7 @@ fn docker_stats() {
 fn info(berth: &Berth, format: &str) -> String {
     berth
         .docker_ok(&["info", "--format", format])
-        .unwrap()
+        .expect("docker info")
         .trim()
         .to_string()
 }
