@@ -9,7 +9,6 @@ use crate::util::{ZERO_TIME, query_bool, query_bool_or, rfc3339_nanos};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_proto::containers::{ContainerStats, StatsRequest};
 use serde_json::{Value, json};
@@ -174,12 +173,7 @@ pub async fn stats(
             Some((Ok::<_, std::io::Error>(line), (Some(cur), false)))
         }
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+    Ok(crate::util::json_stream(Body::from_stream(body)))
 }
 
 #[cfg(test)]

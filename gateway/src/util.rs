@@ -205,6 +205,17 @@ pub fn labels_pass(
             .is_none_or(|vals| !vals.iter().any(holds))
 }
 
+/// A 200 whose body streams JSON objects (events, stats) as they come.
+pub fn json_stream(body: axum::body::Body) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = (axum::http::StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// A new 64-hex object ID.
 pub fn new_id() -> String {
     let bytes: [u8; 32] = rand::random();
