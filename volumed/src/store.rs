@@ -1149,8 +1149,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mounts.len(), 1);
-        // Idempotent: no second volume.
-        assert_eq!(s.attach("c1", &[ok], None).await.unwrap(), mounts);
+        assert!(mounts[0].created, "the first attach made the volume");
+        // Idempotent: no second volume, and this time nothing was created.
+        let again = s.attach("c1", &[ok], None).await.unwrap();
+        assert!(!again[0].created);
+        let mut mounts = mounts;
+        mounts[0].created = false;
+        assert_eq!(again, mounts);
         // Reconcile removes half-made directories and completes interrupted removals.
         let vd = s.volumes_dir();
         std::fs::create_dir_all(vd.join(".creating-0011223344556677/_data")).unwrap();
