@@ -7,7 +7,9 @@
 //! gateway and the container's shim ([`exec`]).
 
 pub mod exec;
+pub mod hostconfig;
 pub mod names;
+pub mod restart;
 pub mod service;
 pub mod shim;
 pub mod spec;
@@ -44,6 +46,9 @@ pub enum Error {
     /// A shim did not answer in time.
     #[error("{0}")]
     Unavailable(String),
+    /// An option Berth does not implement yet (HTTP 501 at the API).
+    #[error("{0} is not supported yet")]
+    Unimplemented(String),
     /// Anything else.
     #[error("{0}")]
     Internal(String),
@@ -61,6 +66,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             Error::Unavailable(_) => tonic::Status::unavailable(msg),
+            Error::Unimplemented(_) => tonic::Status::unimplemented(msg),
             Error::Internal(_) | Error::Db(_) => tonic::Status::internal(msg),
         }
     }
@@ -109,6 +115,13 @@ pub fn find_shim_binary() -> Option<PathBuf> {
             .map(|d| d.join("berth-shim"))
             .find(|p| p.is_file())
     })
+}
+
+/// Unix nanoseconds of an RFC 3339 time.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
 }
 
 /// RFC 3339 with nanoseconds, UTC ("2024-01-02T03:04:05.123456789Z").

@@ -1,11 +1,12 @@
 //! The `berth.containers.v1` service: records, lifecycle, watchers, reconcile.
 
 use crate::names;
+use crate::restart;
 use crate::shim;
 use crate::spec;
 use crate::state::State;
 use crate::store::{self, Record};
-use crate::{Config, Error, now_unix_nano, rfc3339_nanos};
+use crate::{Config, Error, now_unix_nano, parse_rfc3339, rfc3339_nanos};
 use berth_proto::containers::containers_server::Containers;
 use berth_proto::containers::*;
 use sqlx::SqlitePool;
@@ -213,8 +214,50 @@ impl Service {
             let spec = rec.spec()?;
             tracing::info!(id, code, "container exited");
             self.emit(&rec, &spec, "die", code);
+            self.apply_restart_policy(&rec, &spec).await?;
         }
         Ok(())
+    }
+
+    /// After an exit: schedules the restart the container's policy asks for, after
+    /// Docker's back-off (the delay is recorded, so it survives our own restart).
+    async fn apply_restart_policy(&self, rec: &Record, spec: &ContainerSpec) -> Result<(), Error> {
+        let policy = restart::Policy::new(&spec.restart_policy, spec.restart_max_retries);
+        let restarts = u32::try_from(rec.restart_count).unwrap_or(u32::MAX);
+        if !policy.restarts_after(rec.exit_code as i32, restarts, rec.manually_stopped != 0) {
+            return Ok(());
+        }
+        let ran_for = match (
+            parse_rfc3339(&rec.started_at),
+            parse_rfc3339(&rec.finished_at),
+        ) {
+            (Some(a), Some(b)) if b > a => Duration::from_nanos((b - a) as u64),
+            _ => Duration::ZERO,
+        };
+        let last = Duration::from_millis(u64::try_from(rec.restart_delay_ms).unwrap_or(0));
+        let delay = restart::next_delay(last, ran_for);
+        if store::set_restarting(&self.inner.pool, &rec.id, delay.as_millis() as i64).await? {
+            tracing::info!(id = rec.id, ?delay, "restart policy: restarting");
+            self.schedule_restart(rec.id.clone(), delay);
+        }
+        Ok(())
+    }
+
+    /// Starts a `restarting` container after `delay`, unless it was stopped, removed or
+    /// started meanwhile.
+    fn schedule_restart(&self, id: String, delay: Duration) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            match svc.start_with(&id, true).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "restart policy: start failed");
+                    // Docker keeps the container exited, with the reason.
+                    let _ = store::set_state(&svc.inner.pool, &id, "exited").await;
+                }
+            }
+        });
     }
 
     /// Watches one running container until it exits (or its shim vanishes).
@@ -280,6 +323,11 @@ impl Service {
     pub async fn reconcile(&self) -> Result<(), Error> {
         let cfg = &self.inner.cfg;
         for rec in store::list(&self.inner.pool).await? {
+            if rec.state == "restarting" {
+                // Its back-off was under way when we went down: it resumes.
+                let delay = Duration::from_millis(u64::try_from(rec.restart_delay_ms).unwrap_or(0));
+                self.schedule_restart(rec.id.clone(), delay);
+            }
             if rec.has_shim == 0 {
                 continue;
             }
@@ -437,11 +485,28 @@ impl Service {
 
     #[tracing::instrument(name = "container.start", skip_all, fields(container.id = %key))]
     async fn start(&self, key: &str) -> Result<StartResponse, Error> {
+        self.start_with(key, false).await
+    }
+
+    /// Starts the container; `by_policy` is a restart policy's start: only of a container
+    /// still `restarting` (not stopped or started meanwhile), and it counts as a restart.
+    async fn start_with(&self, key: &str, by_policy: bool) -> Result<StartResponse, Error> {
         let rec = self.resolve(key).await?;
         let lock = self.lock_for(&rec.id);
         let _g = lock.lock().await;
         let rec = self.resolve(&rec.id).await?;
         let cfg = &self.inner.cfg;
+        if by_policy {
+            if rec.state != "restarting" || rec.manually_stopped != 0 {
+                return Ok(StartResponse {
+                    container: Some(rec.to_container()?),
+                    already_running: rec.state == "running",
+                });
+            }
+            store::count_restart(&self.inner.pool, &rec.id).await?;
+        } else if rec.manually_stopped != 0 {
+            store::set_manually_stopped(&self.inner.pool, &rec.id, false).await?;
+        }
         if !State::parse(&rec.state).check_start()? {
             return Ok(StartResponse {
                 container: Some(rec.to_container()?),
@@ -495,6 +560,14 @@ impl Service {
     async fn stop(&self, req: StopRequest) -> Result<StopResponse, Error> {
         let rec = self.resolve(&req.id).await?;
         let spec = rec.spec()?;
+        // Stopped by its user: the restart policy leaves it down (a pending restart is
+        // called off).
+        store::set_manually_stopped(&self.inner.pool, &rec.id, true).await?;
+        if store::cancel_restart(&self.inner.pool, &rec.id).await? {
+            return Ok(StopResponse {
+                already_stopped: false,
+            });
+        }
         if rec.state != "running" {
             return Ok(StopResponse {
                 already_stopped: true,
@@ -552,6 +625,10 @@ impl Service {
         } else {
             parse_signal(&req.signal)?
         };
+        if rec.state == "running" {
+            // As dockerd: a container its user killed is not restarted by its policy.
+            store::set_manually_stopped(&self.inner.pool, &rec.id, true).await?;
+        }
         if rec.state != "running" {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",

@@ -354,7 +354,7 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
         )));
     }
 
-    Ok(json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -380,7 +380,15 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
             "readonlyPaths": READONLY_PATHS,
             "seccomp": seccomp,
         },
-    }))
+    });
+    let host_config: Value = if spec.host_config_json.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&spec.host_config_json)
+            .map_err(|e| Error::InvalidArgument(format!("bad HostConfig: {e}")))?
+    };
+    crate::hostconfig::apply(&host_config, &mut config, rootfs)?;
+    Ok(config)
 }
 
 /// Writes `config.json` and the /etc files into `bundle` (created if needed).

@@ -7,6 +7,8 @@ use crate::Error;
 pub enum State {
     Created,
     Running,
+    /// Exited, waiting for its restart policy's next start.
+    Restarting,
     Exited,
     Removing,
     Dead,
@@ -18,6 +20,7 @@ impl State {
         match self {
             State::Created => "created",
             State::Running => "running",
+            State::Restarting => "restarting",
             State::Exited => "exited",
             State::Removing => "removing",
             State::Dead => "dead",
@@ -29,6 +32,7 @@ impl State {
         match s {
             "created" => State::Created,
             "running" => State::Running,
+            "restarting" => State::Restarting,
             "exited" => State::Exited,
             "removing" => State::Removing,
             _ => State::Dead,
@@ -38,7 +42,7 @@ impl State {
     /// Start is allowed from created and exited; running is "already running".
     pub fn check_start(self) -> Result<bool, Error> {
         match self {
-            State::Created | State::Exited => Ok(true),
+            State::Created | State::Exited | State::Restarting => Ok(true),
             State::Running => Ok(false),
             State::Removing | State::Dead => Err(Error::FailedPrecondition(format!(
                 "cannot start a container in state {}",
@@ -54,10 +58,11 @@ impl State {
 
     /// Remove needs force for a running container.
     pub fn check_remove(self, force: bool, name: &str) -> Result<(), Error> {
-        if self == State::Running && !force {
+        if matches!(self, State::Running | State::Restarting) && !force {
             // Docker's wording.
             return Err(Error::FailedPrecondition(format!(
-                "cannot remove container \"/{name}\": container is running: stop the container before removing or force remove"
+                "cannot remove container \"/{name}\": container is {}: stop the container before removing or force remove",
+                self.as_str()
             )));
         }
         Ok(())
@@ -73,6 +78,7 @@ mod tests {
         for s in [
             State::Created,
             State::Running,
+            State::Restarting,
             State::Exited,
             State::Removing,
             State::Dead,

@@ -20,6 +20,10 @@ pub struct Record {
     pub error: String,
     pub restart_count: i64,
     pub has_shim: i64,
+    /// Its user stopped or killed it: the restart policy leaves it down.
+    pub manually_stopped: i64,
+    /// The delay before the last policy restart (the back-off doubles it).
+    pub restart_delay_ms: i64,
 }
 
 impl Record {
@@ -67,7 +71,7 @@ pub async fn insert(
 /// By exact id.
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Record>, Error> {
     Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE id = ?",
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(pool)
@@ -77,7 +81,7 @@ pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Record>, Error> {
 /// By exact name.
 pub async fn get_by_name(pool: &SqlitePool, name: &str) -> Result<Option<Record>, Error> {
     Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE name = ?",
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE name = ?",
     )
     .bind(name)
     .fetch_optional(pool)
@@ -88,7 +92,7 @@ pub async fn get_by_name(pool: &SqlitePool, name: &str) -> Result<Option<Record>
 pub async fn by_prefix(pool: &SqlitePool, prefix: &str) -> Result<Vec<Record>, Error> {
     // Only hex reaches here, so no LIKE metacharacters.
     Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers WHERE id LIKE ? || '%' LIMIT 2",
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE id LIKE ? || '%' LIMIT 2",
     )
     .bind(prefix)
     .fetch_all(pool)
@@ -98,7 +102,7 @@ pub async fn by_prefix(pool: &SqlitePool, prefix: &str) -> Result<Vec<Record>, E
 /// All records, newest first.
 pub async fn list(pool: &SqlitePool) -> Result<Vec<Record>, Error> {
     Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim FROM containers ORDER BY created DESC",
+        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers ORDER BY created DESC",
     )
     .fetch_all(pool)
     .await?)
@@ -185,6 +189,48 @@ pub async fn clear_shim(pool: &SqlitePool, id: &str) -> Result<(), Error> {
 pub async fn set_state(pool: &SqlitePool, id: &str, state: &str) -> Result<(), Error> {
     sqlx::query("UPDATE containers SET state = ? WHERE id = ?")
         .bind(state)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records whether its user stopped the container (start clears it).
+pub async fn set_manually_stopped(pool: &SqlitePool, id: &str, stopped: bool) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET manually_stopped = ? WHERE id = ?")
+        .bind(stopped)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// An exited container waits for its policy restart. Returns whether it was exited.
+pub async fn set_restarting(pool: &SqlitePool, id: &str, delay_ms: i64) -> Result<bool, Error> {
+    let r = sqlx::query(
+        "UPDATE containers SET state = 'restarting', restart_delay_ms = ? WHERE id = ? AND state = 'exited'",
+    )
+    .bind(delay_ms)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A pending policy restart is called off (stop, kill): the container stays exited.
+pub async fn cancel_restart(pool: &SqlitePool, id: &str) -> Result<bool, Error> {
+    let r = sqlx::query(
+        "UPDATE containers SET state = 'exited', manually_stopped = 1 WHERE id = ? AND state = 'restarting'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// One more policy restart.
+pub async fn count_restart(pool: &SqlitePool, id: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET restart_count = restart_count + 1 WHERE id = ?")
         .bind(id)
         .execute(pool)
         .await?;

@@ -17,6 +17,44 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+/// HostConfig.RestartPolicy checked as dockerd does: (name, maximum retry count).
+fn restart_policy(host_config: &Value, auto_remove: bool) -> Result<(String, i32), ApiError> {
+    let policy = host_config.get("RestartPolicy");
+    let name = policy
+        .and_then(|p| p.get("Name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let max = policy
+        .and_then(|p| p.get("MaximumRetryCount"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let bad = |m: &str| {
+        Err(ApiError::bad_request(format!(
+            "invalid restart policy: {m}"
+        )))
+    };
+    match name {
+        "" | "no" | "always" | "unless-stopped" if max != 0 => {
+            return bad("maximum retry count can only be used with 'on-failure'");
+        }
+        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        other => {
+            return bad(&format!(
+                "unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"
+            ));
+        }
+    }
+    if max < 0 {
+        return bad("maximum retry count cannot be negative");
+    }
+    if auto_remove && !matches!(name, "" | "no") {
+        return Err(ApiError::bad_request(
+            "can't create 'AutoRemove' container with restart policy",
+        ));
+    }
+    Ok((name.to_string(), i32::try_from(max).unwrap_or(i32::MAX)))
+}
+
 /// Docker's rule for container names (`daemon/names`), without the leading "/".
 pub fn valid_container_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -260,6 +298,7 @@ pub async fn create(
         .get("AutoRemove")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let (restart_policy, restart_max_retries) = restart_policy(&host_config, auto_remove)?;
     let requested_driver = host_config
         .pointer("/LogConfig/Type")
         .and_then(Value::as_str)
@@ -614,6 +653,8 @@ pub async fn create(
                 .map(|t| t as i32)
                 .unwrap_or(-1),
             log_driver,
+            restart_policy,
+            restart_max_retries,
         };
         call(
             CONTAINERD,
@@ -671,7 +712,14 @@ pub fn status_text(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> St
         "created" => "Created".into(),
         "removing" => "Removal In Progress".into(),
         "dead" => "Dead".into(),
-        "restarting" => format!("Restarting ({})", c.exit_code),
+        "restarting" => match parse_time(&c.finished_at) {
+            Some(t) => format!(
+                "Restarting ({}) {} ago",
+                c.exit_code,
+                human_duration(now - t)
+            ),
+            None => format!("Restarting ({})", c.exit_code),
+        },
         other => other.to_string(),
     }
 }
