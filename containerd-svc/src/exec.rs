@@ -170,6 +170,13 @@ impl Service {
     /// `POST /containers/{id}/exec`.
     pub async fn exec_create(&self, container: &str, cfg: ExecConfig) -> Result<String, Error> {
         let rec = self.resolve(container).await?;
+        if rec.state == "paused" {
+            // Docker's wording.
+            return Err(Error::FailedPrecondition(format!(
+                "Container {} is paused, unpause the container before exec",
+                rec.id
+            )));
+        }
         if rec.state != "running" {
             // Docker's wording.
             return Err(Error::FailedPrecondition(format!(

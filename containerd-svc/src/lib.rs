@@ -7,6 +7,7 @@
 //! gateway and the container's shim ([`exec`]).
 
 pub mod exec;
+pub mod freezer;
 pub mod hostconfig;
 pub mod names;
 pub mod restart;

@@ -279,7 +279,9 @@ impl Service {
                     Err(e) => {
                         tracing::debug!(id, error = %e, "shim Wait failed");
                         match store::get(&svc.inner.pool, &id).await {
-                            Ok(Some(r)) if r.state == "running" && r.pid == pid as i64 => {}
+                            Ok(Some(r))
+                                if (r.state == "running" || r.state == "paused")
+                                    && r.pid == pid as i64 => {}
                             _ => return,
                         }
                         if let Some(x) = shim::read_exit_file(&cfg.shim_dir(&id)) {
@@ -346,7 +348,7 @@ impl Service {
                     self.spawn_watcher(id, st.pid);
                 }
                 Ok(st) => {
-                    if rec.state == "running" {
+                    if rec.state == "running" || rec.state == "paused" {
                         if st.status == "exited" {
                             self.record_exit(&id, pid, st.exit_code, st.exited_at_unix_nano, "")
                                 .await?;
@@ -358,7 +360,7 @@ impl Service {
                 }
                 Err(e) => {
                     tracing::warn!(id, error = %e, "shim unreachable");
-                    if rec.state == "running" {
+                    if rec.state == "running" || rec.state == "paused" {
                         match shim::read_exit_file(&cfg.shim_dir(&id)) {
                             Some(x) => {
                                 self.record_exit(&id, pid, x.exit_code, x.exited_at_unix_nano, "")
@@ -568,6 +570,8 @@ impl Service {
                 already_stopped: false,
             });
         }
+        self.thaw_if_paused(&rec).await?;
+        let rec = self.resolve(&rec.id).await?;
         if rec.state != "running" {
             return Ok(StopResponse {
                 already_stopped: true,
@@ -625,10 +629,12 @@ impl Service {
         } else {
             parse_signal(&req.signal)?
         };
-        if rec.state == "running" {
+        if rec.state == "running" || rec.state == "paused" {
             // As dockerd: a container its user killed is not restarted by its policy.
             store::set_manually_stopped(&self.inner.pool, &rec.id, true).await?;
         }
+        self.thaw_if_paused(&rec).await?;
+        let rec = self.resolve(&rec.id).await?;
         if rec.state != "running" {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -700,6 +706,8 @@ impl Service {
         let spec = rec.spec()?;
         let cfg = &self.inner.cfg;
         State::parse(&rec.state).check_remove(req.force, &spec.name)?;
+        self.thaw_if_paused(&rec).await?;
+        let rec = self.resolve(&rec.id).await?;
         if rec.state == "running" {
             let mut rx = self.inner.events.subscribe();
             match shim::kill(cfg, &rec.id, libc::SIGKILL, true).await {
@@ -733,6 +741,70 @@ impl Service {
         let mut c = final_rec.to_container()?;
         c.state = "removing".into();
         Ok(c)
+    }
+
+    /// Freezes (`pause`) or thaws a running container; Docker's errors otherwise.
+    async fn set_paused(&self, key: &str, pause: bool) -> Result<(), Error> {
+        let rec = self.resolve(key).await?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self.resolve(&rec.id).await?;
+        match (pause, rec.state.as_str()) {
+            (true, "running") | (false, "paused") => {}
+            (true, "paused") => {
+                return Err(Error::FailedPrecondition(format!(
+                    "Container {} is already paused",
+                    rec.id
+                )));
+            }
+            (true, _) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "Container {} is not running",
+                    rec.id
+                )));
+            }
+            (false, _) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "Container {} is not paused",
+                    rec.id
+                )));
+            }
+        }
+        self.freeze(&rec.id, pause).await?;
+        store::set_state(
+            &self.inner.pool,
+            &rec.id,
+            if pause { "paused" } else { "running" },
+        )
+        .await?;
+        let rec = self.resolve(&rec.id).await?;
+        self.emit(
+            &rec,
+            &rec.spec()?,
+            if pause { "pause" } else { "unpause" },
+            0,
+        );
+        Ok(())
+    }
+
+    async fn freeze(&self, id: &str, frozen: bool) -> Result<(), Error> {
+        let rel = format!("/{}/{}", self.inner.cfg.cgroup_parent, id);
+        tokio::task::spawn_blocking(move || {
+            crate::freezer::set_frozen(std::path::Path::new("/sys/fs/cgroup"), &rel, frozen)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("freezer: {e}")))?
+        .map_err(|e| Error::Internal(format!("freezing the container's cgroup: {e}")))
+    }
+
+    /// Before a signal or removal: a paused container is thawed first (as dockerd does),
+    /// or frozen tasks would never act on it.
+    async fn thaw_if_paused(&self, rec: &Record) -> Result<(), Error> {
+        if rec.state == "paused" {
+            self.freeze(&rec.id, false).await?;
+            store::set_state(&self.inner.pool, &rec.id, "running").await?;
+        }
+        Ok(())
     }
 
     /// Removes what a dead shim may have left: its dir, libcontainer state and the
@@ -861,7 +933,7 @@ impl Containers for Service {
         req: Request<berth_proto::containers::StatsRequest>,
     ) -> Result<Response<berth_proto::containers::ContainerStats>, Status> {
         let rec = self.resolve(&req.into_inner().id).await?;
-        if rec.state != "running" || rec.pid <= 0 {
+        if !(rec.state == "running" || rec.state == "paused") || rec.pid <= 0 {
             return Ok(Response::new(Default::default()));
         }
         let cgroups_path = format!("/{}/{}", self.inner.cfg.cgroup_parent, rec.id);
@@ -872,11 +944,22 @@ impl Containers for Service {
         Ok(Response::new(sample))
     }
 
+    async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {
+        self.set_paused(&req.into_inner().id, true).await?;
+        Ok(Response::new(PauseResponse {}))
+    }
+
+    async fn unpause(&self, req: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {
+        self.set_paused(&req.into_inner().id, false).await?;
+        Ok(Response::new(PauseResponse {}))
+    }
+
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let all = req.into_inner().all;
         let mut containers = Vec::new();
         for r in store::list(&self.inner.pool).await.map_err(Status::from)? {
-            if all || r.state == "running" {
+            // Docker lists paused containers with the running ones.
+            if all || r.state == "running" || r.state == "paused" {
                 containers.push(r.to_container()?);
             }
         }

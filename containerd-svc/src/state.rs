@@ -7,6 +7,8 @@ use crate::Error;
 pub enum State {
     Created,
     Running,
+    /// Frozen by `docker pause`.
+    Paused,
     /// Exited, waiting for its restart policy's next start.
     Restarting,
     Exited,
@@ -20,6 +22,7 @@ impl State {
         match self {
             State::Created => "created",
             State::Running => "running",
+            State::Paused => "paused",
             State::Restarting => "restarting",
             State::Exited => "exited",
             State::Removing => "removing",
@@ -32,6 +35,7 @@ impl State {
         match s {
             "created" => State::Created,
             "running" => State::Running,
+            "paused" => State::Paused,
             "restarting" => State::Restarting,
             "exited" => State::Exited,
             "removing" => State::Removing,
@@ -44,6 +48,10 @@ impl State {
         match self {
             State::Created | State::Exited | State::Restarting => Ok(true),
             State::Running => Ok(false),
+            // Docker's wording.
+            State::Paused => Err(Error::FailedPrecondition(
+                "cannot start a paused container, try unpause instead".into(),
+            )),
             State::Removing | State::Dead => Err(Error::FailedPrecondition(format!(
                 "cannot start a container in state {}",
                 self.as_str()
@@ -58,6 +66,11 @@ impl State {
 
     /// Remove needs force for a running container.
     pub fn check_remove(self, force: bool, name: &str) -> Result<(), Error> {
+        if self == State::Paused && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot remove container \"/{name}\": container is paused and must be unpaused first"
+            )));
+        }
         if matches!(self, State::Running | State::Restarting) && !force {
             // Docker's wording.
             return Err(Error::FailedPrecondition(format!(
@@ -78,6 +91,7 @@ mod tests {
         for s in [
             State::Created,
             State::Running,
+            State::Paused,
             State::Restarting,
             State::Exited,
             State::Removing,

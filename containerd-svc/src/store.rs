@@ -154,7 +154,7 @@ pub async fn set_exited(
     error: &str,
 ) -> Result<bool, Error> {
     let r = sqlx::query(
-        "UPDATE containers SET state = 'exited', exit_code = ?, finished_at = ?, error = ?, pid = 0 WHERE id = ? AND state = 'running' AND pid = ?",
+        "UPDATE containers SET state = 'exited', exit_code = ?, finished_at = ?, error = ?, pid = 0 WHERE id = ? AND state IN ('running', 'paused') AND pid = ?",
     )
     .bind(code)
     .bind(finished_at)

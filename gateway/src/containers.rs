@@ -1111,6 +1111,25 @@ pub async fn container_event(
     st.events.emit("container", action, &spec.id, attrs).await;
 }
 
+/// `POST /containers/{id}/pause` and `/unpause` (events come from containerd-svc).
+pub async fn pause(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = st.services.containers.clone();
+    call(CONTAINERD, c.pause(cpb::PauseRequest { id })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn unpause(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let mut c = st.services.containers.clone();
+    call(CONTAINERD, c.unpause(cpb::PauseRequest { id })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /containers/{id}/restart?t=`.
 pub async fn restart(
     State(st): State<AppState>,
@@ -1373,9 +1392,18 @@ pub async fn remove(
     let c = get_container(&st, &id).await?;
     let spec = spec_of(&c);
     let force = query_bool(&q, "force");
-    if !force && (c.state == "running" || c.state == "paused") {
+    // Docker's wording per state (containerd-svc checks again under its lock).
+    let refusal = match c.state.as_str() {
+        "running" | "restarting" => Some(format!(
+            "container is {}: stop the container before removing or force remove",
+            c.state
+        )),
+        "paused" => Some("container is paused and must be unpaused first".to_string()),
+        _ => None,
+    };
+    if let Some(why) = refusal.filter(|_| !force) {
         return Err(ApiError::conflict(format!(
-            "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+            "cannot remove container \"/{}\": {why}",
             spec.name
         )));
     }

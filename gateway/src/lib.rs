@@ -146,6 +146,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/stats", get(stats::stats))
+        .route("/containers/{id}/pause", post(containers::pause))
+        .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}", delete(containers::remove))
