@@ -743,6 +743,49 @@ impl Service {
         Ok(c)
     }
 
+    /// `docker rename`: Docker's errors for the same name and a taken one; emits
+    /// "rename" (with the old name, as Docker's event attributes carry it).
+    async fn rename(&self, key: &str, name: &str) -> Result<Container, Error> {
+        let rec = self.resolve(key).await?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self.resolve(&rec.id).await?;
+        let name = name.trim_start_matches('/');
+        if !names::is_valid_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if rec.name == name {
+            return Err(Error::InvalidArgument(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        let mut spec = rec.spec()?;
+        let old = std::mem::replace(&mut spec.name, name.to_string());
+        match store::rename(&self.inner.pool, &rec.id, &spec).await {
+            Ok(()) => {}
+            Err(e) if berth_kit::db::is_unique_violation(&e) => {
+                let holder = store::get_by_name(&self.inner.pool, name)
+                    .await?
+                    .map(|h| h.id)
+                    .unwrap_or_default();
+                // Docker's wording.
+                return Err(Error::AlreadyExists(format!(
+                    "Error when allocating new name: Conflict. The container name \"/{name}\" is already in use by container \"{holder}\". You have to remove (or rename) that container to be able to reuse that name."
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let rec = self.resolve(&rec.id).await?;
+        let mut spec_for_event = spec.clone();
+        spec_for_event
+            .labels
+            .insert("oldName".into(), format!("/{old}"));
+        self.emit(&rec, &spec_for_event, "rename", 0);
+        rec.to_container()
+    }
+
     /// Freezes (`pause`) or thaws a running container; Docker's errors otherwise.
     async fn set_paused(&self, key: &str, pause: bool) -> Result<(), Error> {
         let rec = self.resolve(key).await?;
@@ -942,6 +985,11 @@ impl Containers for Service {
             .await
             .map_err(|e| Status::internal(format!("reading stats: {e}")))?;
         Ok(Response::new(sample))
+    }
+
+    async fn rename(&self, req: Request<RenameRequest>) -> Result<Response<Container>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(Service::rename(self, &r.id, &r.name).await?))
     }
 
     async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {

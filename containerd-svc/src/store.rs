@@ -237,6 +237,17 @@ pub async fn count_restart(pool: &SqlitePool, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A new name (and the spec that carries it); a UNIQUE violation comes back as is.
+pub async fn rename(pool: &SqlitePool, id: &str, spec: &ContainerSpec) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE containers SET name = ?, spec = ? WHERE id = ?")
+        .bind(&spec.name)
+        .bind(spec.encode_to_vec())
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the record.
 pub async fn delete(pool: &SqlitePool, id: &str) -> Result<(), Error> {
     sqlx::query("DELETE FROM containers WHERE id = ?")

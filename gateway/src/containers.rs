@@ -1111,6 +1111,48 @@ pub async fn container_event(
     st.events.emit("container", action, &spec.id, attrs).await;
 }
 
+/// `POST /containers/{id}/rename?name=`: containerd-svc renames (and emits the event),
+/// then netd's DNS answers to the new name.
+pub async fn rename(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let name = q.get("name").map(String::as_str).unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "Neither old nor new names may be empty",
+        ));
+    }
+    // As dockerd: an unknown container is reported before a bad new name.
+    let id = get_container(&st, &id).await.map(|c| spec_of(&c).id)?;
+    if !valid_container_name(name.trim_start_matches('/')) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    let mut c = st.services.containers.clone();
+    let renamed = call(
+        CONTAINERD,
+        c.rename(cpb::RenameRequest {
+            id,
+            name: name.to_string(),
+        }),
+    )
+    .await?;
+    let spec = spec_of(&renamed);
+    let mut n = st.services.networks.clone();
+    call(
+        NETD,
+        n.rename_container(npb::RenameContainerRequest {
+            container_id: spec.id,
+            name: spec.name,
+        }),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /containers/{id}/pause` and `/unpause` (events come from containerd-svc).
 pub async fn pause(
     State(st): State<AppState>,

@@ -147,6 +147,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/wait", post(containers::wait))
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/pause", post(containers::pause))
+        .route("/containers/{id}/rename", post(containers::rename))
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))

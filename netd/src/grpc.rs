@@ -137,6 +137,15 @@ impl Networks for NetworksService {
         Ok(Response::new(endpoint_pb(&view)))
     }
 
+    async fn rename_container(
+        &self,
+        req: Request<pb::RenameContainerRequest>,
+    ) -> Result<Response<pb::RenameContainerResponse>, Status> {
+        let r = req.into_inner();
+        self.netd.rename_container(&r.container_id, &r.name).await?;
+        Ok(Response::new(pb::RenameContainerResponse {}))
+    }
+
     async fn remove_endpoint(
         &self,
         req: Request<pb::RemoveEndpointRequest>,

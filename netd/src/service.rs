@@ -591,6 +591,13 @@ impl Netd {
     /// or with an empty `network` every endpoint and the namespace (container removal).
     /// Missing is success; objects named after the container are removed even without
     /// a record.
+    /// `docker rename`: the embedded DNS answers to the new name only.
+    pub async fn rename_container(&self, container_id: &str, name: &str) -> Result<()> {
+        let _ops = self.ops.lock().await;
+        store::rename_sandbox(&self.pool, container_id, name).await?;
+        self.dns.refresh().await
+    }
+
     pub async fn remove_endpoint(&self, container_id: &str, network: &str) -> Result<()> {
         names::validate_container_id(container_id)?;
         let _g = self.ops.lock().await;

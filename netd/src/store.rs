@@ -618,6 +618,16 @@ pub async fn delete_endpoint(
     Ok(())
 }
 
+/// A container's new name (`docker rename`): what its DNS answers to. Missing is success.
+pub async fn rename_sandbox(pool: &SqlitePool, container_id: &str, name: &str) -> Result<()> {
+    sqlx::query("UPDATE sandboxes SET container_name = ? WHERE container_id = ?")
+        .bind(name)
+        .bind(container_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Deletes everything of a container: endpoints, ports, sandbox. Missing is success.
 pub async fn delete_sandbox(pool: &SqlitePool, container_id: &str) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
