@@ -7,6 +7,7 @@
 #   busybox-static   the e2e test image's only binary
 #   skopeo           pushes the e2e test image into the registry
 #   prometheus       the observability test scrapes Berth's metrics with the real thing
+#   procps           `ps`, which `docker top` runs (as dockerd does)
 #   systemd          only for `systemd-analyze verify` of deploy/systemd (if missing)
 set -euo pipefail
 
@@ -15,7 +16,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus)
+packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps)
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     packages+=(systemd)
 fi

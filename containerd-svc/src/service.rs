@@ -992,6 +992,19 @@ impl Containers for Service {
         Ok(Response::new(Service::rename(self, &r.id, &r.name).await?))
     }
 
+    async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {
+        let rec = self.resolve(&req.into_inner().id).await?;
+        if !(rec.state == "running" || rec.state == "paused") {
+            // Docker's wording.
+            return Err(
+                Error::FailedPrecondition(format!("Container {} is not running", rec.id)).into(),
+            );
+        }
+        let path = format!("/{}/{}", self.inner.cfg.cgroup_parent, rec.id);
+        let pids = crate::stats::cgroup_pids(std::path::Path::new("/sys/fs/cgroup"), &path);
+        Ok(Response::new(PidsResponse { pids }))
+    }
+
     async fn pause(&self, req: Request<PauseRequest>) -> Result<Response<PauseResponse>, Status> {
         self.set_paused(&req.into_inner().id, true).await?;
         Ok(Response::new(PauseResponse {}))

@@ -233,6 +233,18 @@ pub fn net_dev(text: &str) -> Vec<NetworkStats> {
         .collect()
 }
 
+/// The pids in a container's cgroup (v1: the pids controller's copy of it).
+pub fn cgroup_pids(cgroup_root: &Path, cgroups_path: &str) -> Vec<i32> {
+    let rel = cgroups_path.trim_start_matches('/');
+    let file = match CgroupDirs::detect(cgroup_root, cgroups_path) {
+        CgroupDirs::V2(dir) => dir.join("cgroup.procs"),
+        CgroupDirs::V1 { root, .. } => root.join("pids").join(rel).join("cgroup.procs"),
+    };
+    read(&file)
+        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The host's memory in bytes (/proc/meminfo MemTotal).
 pub fn host_memory() -> u64 {
     read(Path::new("/proc/meminfo"))

@@ -20,6 +20,7 @@ pub mod services;
 pub mod stats;
 pub mod streams;
 pub mod system;
+pub mod top;
 pub mod util;
 pub mod volumes;
 
@@ -148,6 +149,8 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/pause", post(containers::pause))
         .route("/containers/{id}/rename", post(containers::rename))
+        .route("/containers/{id}/top", get(top::top))
+        .route("/containers/{id}/changes", get(top::changes))
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))

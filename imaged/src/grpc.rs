@@ -140,6 +140,36 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn changes(
+        &self,
+        request: Request<berth_proto::images::ChangesRequest>,
+    ) -> Result<Response<berth_proto::images::ChangesResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let row = self
+            .imaged
+            .store()
+            .snapshot(&id)
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::not_found(format!("No such container: {id}")))?;
+        let lowers: Vec<std::path::PathBuf> = serde_json::from_str::<Vec<String>>(&row.lower_dirs)
+            .unwrap_or_default()
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .collect();
+        let upper = std::path::PathBuf::from(&row.upper_dir);
+        let changes = tokio::task::spawn_blocking(move || crate::changes::changes(&upper, &lowers))
+            .await
+            .map_err(|e| Status::internal(format!("reading changes: {e}")))?
+            .map_err(|e| Status::internal(format!("reading changes: {e}")))?;
+        Ok(Response::new(berth_proto::images::ChangesResponse {
+            changes: changes
+                .into_iter()
+                .map(|(path, kind)| berth_proto::images::Change { path, kind })
+                .collect(),
+        }))
+    }
+
     async fn disk_usage(
         &self,
         request: Request<berth_proto::images::DiskUsageRequest>,

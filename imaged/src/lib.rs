@@ -9,6 +9,7 @@
 //! - `empty/`: the lower dir of images without layers;
 //! - `snapshots/<container-id>/{upper,work,merged}`: container rootfs overlays.
 
+pub mod changes;
 pub mod error;
 pub mod grpc;
 pub mod lookup;
