@@ -17,6 +17,7 @@ pub mod spec;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod update;
 
 use std::path::PathBuf;
 

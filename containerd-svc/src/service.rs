@@ -786,6 +786,61 @@ impl Service {
         rec.to_container()
     }
 
+    /// `docker update`: merges the new limits into the stored HostConfig (and the bundle
+    /// the next start uses) and, for a running container, into its cgroup.
+    async fn update(&self, key: &str, update_json: &[u8]) -> Result<Vec<String>, Error> {
+        let rec = self.resolve(key).await?;
+        let lock = self.lock_for(&rec.id);
+        let _g = lock.lock().await;
+        let rec = self.resolve(&rec.id).await?;
+        let update: serde_json::Value = serde_json::from_slice(update_json)
+            .map_err(|e| Error::InvalidArgument(format!("invalid update: {e}")))?;
+        let mut spec = rec.spec()?;
+        let mut hc: serde_json::Value =
+            serde_json::from_slice(&spec.host_config_json).unwrap_or(serde_json::json!({}));
+        let changed = crate::update::merge(&mut hc, &update)?;
+        if changed.is_empty() {
+            return Ok(Vec::new());
+        }
+        if changed.iter().any(|k| k == "RestartPolicy") {
+            if spec.auto_remove {
+                // Docker's wording.
+                return Err(Error::InvalidArgument(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container".into(),
+                ));
+            }
+            spec.restart_policy = hc["RestartPolicy"]["Name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            spec.restart_max_retries = hc["RestartPolicy"]["MaximumRetryCount"]
+                .as_i64()
+                .unwrap_or(0) as i32;
+        }
+        if rec.state == "running" || rec.state == "paused" {
+            let rel = format!("/{}/{}", self.inner.cfg.cgroup_parent, rec.id);
+            let (hc2, changed2) = (hc.clone(), changed.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::update::apply_to_cgroup(
+                    std::path::Path::new("/sys/fs/cgroup"),
+                    &rel,
+                    &hc2,
+                    &changed2,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("updating the cgroup: {e}")))??;
+        }
+        spec.memory_bytes = hc["Memory"].as_i64().unwrap_or(0);
+        spec.pids_limit = hc["PidsLimit"].as_i64().unwrap_or(0);
+        spec.host_config_json = serde_json::to_vec(&hc)
+            .map_err(|e| Error::Internal(format!("encoding HostConfig: {e}")))?;
+        let bundle = self.inner.cfg.bundle(&rec.id);
+        spec::write_bundle(&spec, &bundle, &self.inner.cfg.cgroup_parent)?;
+        store::set_spec(&self.inner.pool, &rec.id, &spec).await?;
+        Ok(Vec::new())
+    }
+
     /// Freezes (`pause`) or thaws a running container; Docker's errors otherwise.
     async fn set_paused(&self, key: &str, pause: bool) -> Result<(), Error> {
         let rec = self.resolve(key).await?;
@@ -990,6 +1045,15 @@ impl Containers for Service {
     async fn rename(&self, req: Request<RenameRequest>) -> Result<Response<Container>, Status> {
         let r = req.into_inner();
         Ok(Response::new(Service::rename(self, &r.id, &r.name).await?))
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
+        let r = req.into_inner();
+        let warnings = Service::update(self, &r.id, &r.host_config_json).await?;
+        Ok(Response::new(UpdateResponse { warnings }))
     }
 
     async fn pids(&self, req: Request<PidsRequest>) -> Result<Response<PidsResponse>, Status> {

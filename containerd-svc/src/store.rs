@@ -248,6 +248,16 @@ pub async fn rename(pool: &SqlitePool, id: &str, spec: &ContainerSpec) -> Result
     Ok(())
 }
 
+/// The spec changed (`docker update`).
+pub async fn set_spec(pool: &SqlitePool, id: &str, spec: &ContainerSpec) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET spec = ? WHERE id = ?")
+        .bind(spec.encode_to_vec())
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the record.
 pub async fn delete(pool: &SqlitePool, id: &str) -> Result<(), Error> {
     sqlx::query("DELETE FROM containers WHERE id = ?")

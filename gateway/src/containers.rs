@@ -1153,6 +1153,31 @@ pub async fn rename(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /containers/{id}/update`: new resource limits or restart policy.
+pub async fn update(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    if req.get("RestartPolicy").is_some() {
+        restart_policy(&req, false)?;
+    }
+    let c = get_container(&st, &id).await?;
+    let mut client = st.services.containers.clone();
+    let out = call(
+        CONTAINERD,
+        client.update(cpb::UpdateRequest {
+            id: spec_of(&c).id,
+            host_config_json: body.to_vec(),
+        }),
+    )
+    .await?;
+    container_event(&st, &c, "update", &[]).await;
+    Ok(Json(json!({"Warnings": out.warnings})))
+}
+
 /// `POST /containers/{id}/pause` and `/unpause` (events come from containerd-svc).
 pub async fn pause(
     State(st): State<AppState>,

@@ -149,6 +149,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/stats", get(stats::stats))
         .route("/containers/{id}/pause", post(containers::pause))
         .route("/containers/{id}/rename", post(containers::rename))
+        .route("/containers/{id}/update", post(containers::update))
         .route("/containers/{id}/top", get(top::top))
         .route("/containers/{id}/changes", get(top::changes))
         .route("/containers/{id}/unpause", post(containers::unpause))

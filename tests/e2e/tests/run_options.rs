@@ -1,7 +1,8 @@
 //! `docker run` options that shape the container, checked from inside it and on its
 //! cgroup: capabilities (--cap-add/--cap-drop, --privileged), --security-opt
 //! (no-new-privileges, seccomp=unconfined), --read-only, --cpus/--cpu-shares,
-//! --ulimit, --sysctl, --shm-size, --group-add, --device, and --init's 501.
+//! --ulimit, --sysctl, --shm-size, --group-add, --device, and --init's 501; `docker
+//! update` of a running and of a stopped container.
 
 use berth_e2e::{Berth, registry_with_busybox, step};
 
@@ -179,6 +180,67 @@ fn run_options() {
         "500000000"
     );
     berth.docker_ok(&["rm", "-f", id]).unwrap();
+
+    step!("docker update: a running container's cgroup, and the next start's");
+    let id = berth
+        .docker_ok(&[
+            "run", "-d", "--name", "upd", "--memory", "64m", &img, "sleep", "600",
+        ])
+        .unwrap();
+    let id = id.trim().to_string();
+    berth
+        .docker_ok(&[
+            "update",
+            "--memory",
+            "128m",
+            "--memory-swap",
+            "256m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "50",
+            "--restart",
+            "on-failure:3",
+            "upd",
+        ])
+        .unwrap();
+    let mem = cgroup_file(&berth, &id, "memory", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&berth, &id, "memory", "memory.max"))
+        .expect("memory cgroup");
+    assert_eq!(mem, (128u64 << 20).to_string());
+    let quota = cgroup_file(&berth, &id, "cpu", "cpu.cfs_quota_us")
+        .or_else(|| cgroup_file(&berth, &id, "cpu", "cpu.max"))
+        .expect("cpu cgroup");
+    assert!(quota == "50000" || quota == "50000 100000", "{quota}");
+    assert_eq!(
+        cgroup_file(&berth, &id, "pids", "pids.max").as_deref(),
+        Some("50")
+    );
+    assert_eq!(
+        berth
+            .inspect(
+                "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+                "upd"
+            )
+            .unwrap(),
+        format!("{} {} 50 on-failure:3", 128u64 << 20, 256u64 << 20)
+    );
+    let out = berth.docker(&["update", "--memory", "300m", "upd"]);
+    assert!(
+        out.stderr
+            .contains("memoryswap limit should be larger than memory limit"),
+        "{out}"
+    );
+    berth.docker_ok(&["stop", "-t", "0", "upd"]).unwrap();
+    berth
+        .docker_ok(&["update", "--memory", "96m", "--memory-swap", "-1", "upd"])
+        .unwrap();
+    berth.docker_ok(&["start", "upd"]).unwrap();
+    let mem = cgroup_file(&berth, &id, "memory", "memory.limit_in_bytes")
+        .or_else(|| cgroup_file(&berth, &id, "memory", "memory.max"))
+        .expect("memory cgroup");
+    assert_eq!(mem, (96u64 << 20).to_string());
+    berth.docker_ok(&["rm", "-f", "upd"]).unwrap();
 
     step!("bad options are Docker's errors; --init is not supported yet (501)");
     let out = berth.docker(&["run", "--rm", "--cap-add", "NOT_A_CAP", &img, "true"]);
