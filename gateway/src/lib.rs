@@ -152,6 +152,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/update", post(containers::update))
         .route("/containers/{id}/top", get(top::top))
         .route("/containers/{id}/changes", get(top::changes))
+        .route("/containers/{id}/export", get(top::export))
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/logs", get(streams::logs))

@@ -1,6 +1,7 @@
 //! `docker top`: as dockerd, `ps` runs on the host with the client's arguments and the
 //! rows of the container's processes (the pids in its cgroup) are kept. `docker diff`:
-//! imaged reads the container's writable layer.
+//! imaged reads the container's writable layer. `docker export`: imaged tars its
+//! filesystem.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -93,6 +94,37 @@ pub async fn changes(
             .map(|c| json!({"Path": c.path, "Kind": c.kind}))
             .collect(),
     ))
+}
+
+/// `GET /containers/{id}/export`: the container's filesystem as a tar.
+pub async fn export(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let c = crate::containers::get_container(&st, &id).await?;
+    let container_id = c.spec.map(|s| s.id).unwrap_or_default();
+    let mut i = st.services.images.clone();
+    let stream = call(
+        IMAGED,
+        i.export(berth_proto::images::ExportRequest { container_id }),
+    )
+    .await?;
+    let body = futures_util::stream::unfold(Some(stream), |state| async move {
+        let mut s = state?;
+        match s.message().await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk.data), Some(s))),
+            Ok(None) => None,
+            // The tar is cut short: the client sees a failed transfer, not a whole file.
+            Err(e) => Some((Err(std::io::Error::other(e.message().to_string())), None)),
+        }
+    });
+    let mut resp = axum::body::Body::from_stream(body).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]

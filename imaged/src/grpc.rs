@@ -28,9 +28,38 @@ impl ImagesService {
 /// The Pull response stream.
 pub type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + Send>>;
 
+/// The Export response stream.
+pub type ExportStream =
+    Pin<Box<dyn Stream<Item = Result<berth_proto::images::ExportChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Images for ImagesService {
     type PullStream = PullStream;
+    type ExportStream = ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<berth_proto::images::ExportRequest>,
+    ) -> Result<Response<ExportStream>, Status> {
+        let id = request.into_inner().container_id;
+        let row = self
+            .imaged
+            .store()
+            .snapshot(&id)
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::not_found(format!("No such container: {id}")))?;
+        let root = std::path::PathBuf::from(&row.rootfs_path);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || crate::export::export_tree(&root, tx));
+        let stream = futures_util::StreamExt::map(ReceiverStream::new(rx), |r| match r {
+            Ok(data) => Ok(berth_proto::images::ExportChunk {
+                data: data.to_vec(),
+            }),
+            Err(e) => Err(Status::internal(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
 
     async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullStream>, Status> {
         let req = request.into_inner();

@@ -11,6 +11,7 @@
 
 pub mod changes;
 pub mod error;
+pub mod export;
 pub mod grpc;
 pub mod lookup;
 pub mod manage;

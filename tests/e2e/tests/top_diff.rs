@@ -1,6 +1,6 @@
 //! `docker top` (ps on the host, the container's processes only, custom ps arguments)
 //! and `docker diff` (added, changed and deleted paths; the runtime's own mount points
-//! left out) with the real CLI.
+//! left out) and `docker export` (the container's filesystem as a tar) with the real CLI.
 
 use berth_e2e::{Berth, registry_with_busybox, step};
 
@@ -79,6 +79,31 @@ fn docker_top_and_diff() {
             "{hidden} shown:\n{diff}"
         );
     }
+
+    step!("docker export: the filesystem with the container's changes");
+    let dir = tempfile::tempdir().unwrap();
+    let tar_path = dir.path().join("busy.tar");
+    berth
+        .docker_ok(&["export", "-o", tar_path.to_str().unwrap(), "busy"])
+        .unwrap();
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar_path)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let names: Vec<&str> = list.lines().map(|l| l.trim_end_matches('/')).collect();
+    for want in ["bin/busybox", "tmp/new/file", "etc/passwd"] {
+        assert!(names.contains(&want), "{want} missing from the export");
+    }
+    assert!(!names.contains(&"bin/ls"), "a deleted file was exported");
+    let passwd = std::process::Command::new("tar")
+        .args(["-xOf"])
+        .arg(&tar_path)
+        .arg("etc/passwd")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&passwd.stdout).ends_with("y\n"));
 
     step!("errors: top of a stopped container, unknown containers");
     berth.docker_ok(&["stop", "-t", "0", "busy"]).unwrap();
