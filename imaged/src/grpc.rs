@@ -23,6 +23,16 @@ impl ImagesService {
     pub fn new(imaged: Imaged) -> Self {
         Self { imaged }
     }
+
+    /// The container's snapshot, or Docker's "No such container".
+    async fn snapshot_of(&self, id: &str) -> Result<crate::store::SnapshotRow, Status> {
+        self.imaged
+            .store()
+            .snapshot(id)
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::not_found(format!("No such container: {id}")))
+    }
 }
 
 /// The Pull response stream.
@@ -42,13 +52,7 @@ impl Images for ImagesService {
         request: Request<berth_proto::images::ExportRequest>,
     ) -> Result<Response<ExportStream>, Status> {
         let id = request.into_inner().container_id;
-        let row = self
-            .imaged
-            .store()
-            .snapshot(&id)
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| Status::not_found(format!("No such container: {id}")))?;
+        let row = self.snapshot_of(&id).await?;
         let root = std::path::PathBuf::from(&row.rootfs_path);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || crate::export::export_tree(&root, tx));
@@ -174,13 +178,7 @@ impl Images for ImagesService {
         request: Request<berth_proto::images::ChangesRequest>,
     ) -> Result<Response<berth_proto::images::ChangesResponse>, Status> {
         let id = request.into_inner().container_id;
-        let row = self
-            .imaged
-            .store()
-            .snapshot(&id)
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| Status::not_found(format!("No such container: {id}")))?;
+        let row = self.snapshot_of(&id).await?;
         let lowers: Vec<std::path::PathBuf> = serde_json::from_str::<Vec<String>>(&row.lower_dirs)
             .unwrap_or_default()
             .into_iter()
