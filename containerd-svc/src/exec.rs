@@ -144,6 +144,12 @@ pub fn resolve_process(
         uid: u.uid,
         gid: u.gid,
         stdin,
+        // `docker exec --privileged`: every capability the host grants.
+        capabilities: if cfg.privileged {
+            crate::hostconfig::grantable()
+        } else {
+            Vec::new()
+        },
     })
 }
 

@@ -92,7 +92,7 @@ fn cap_name(name: &str) -> Result<String, Error> {
 
 /// The capabilities in this process's bounding set: no container can hold more (a host
 /// may withhold some, e.g. CAP_SYS_RESOURCE in some sandboxes), so "all" means these.
-fn grantable() -> Vec<String> {
+pub fn grantable() -> Vec<String> {
     let mask = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

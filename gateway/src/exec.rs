@@ -56,9 +56,6 @@ pub fn exec_config(v: &Value) -> Result<cpb::ExecConfig, ApiError> {
     if bool_field(v, "Tty") {
         return Err(ApiError::not_supported("a TTY for exec (docker exec -t)"));
     }
-    if bool_field(v, "Privileged") {
-        return Err(ApiError::not_supported("docker exec --privileged"));
-    }
     let cmd = strings_field(v, "Cmd");
     if cmd.is_empty() {
         // Docker's wording.
@@ -69,7 +66,7 @@ pub fn exec_config(v: &Value) -> Result<cpb::ExecConfig, ApiError> {
         env: strings_field(v, "Env"),
         working_dir: str_field(v, "WorkingDir"),
         user: str_field(v, "User"),
-        privileged: false,
+        privileged: bool_field(v, "Privileged"),
         tty: false,
         attach_stdin: bool_field(v, "AttachStdin"),
         attach_stdout: bool_field(v, "AttachStdout"),

@@ -39,6 +39,9 @@ pub struct HelperProcess {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Added to the container's capabilities (exec --privileged).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
 }
 
 /// What the helper writes to its result file.
@@ -144,6 +147,7 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
         .with_cwd(Some(PathBuf::from(p.cwd)))
         .with_user(Some(p.uid))
         .with_group(Some(p.gid))
+        .with_capabilities(p.capabilities)
         .with_detach(true)
         // The process becomes the shim's child, so the shim reaps it.
         .as_sibling(true)
@@ -217,6 +221,7 @@ impl Execs {
             },
             uid: p.uid,
             gid: p.gid,
+            capabilities: p.capabilities.clone(),
         };
         let process =
             serde_json::to_string(&process).map_err(|e| Status::internal(e.to_string()))?;

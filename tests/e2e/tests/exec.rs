@@ -166,6 +166,34 @@ fn docker_exec() {
         "{out}"
     );
 
+    step!("--privileged gives the exec every capability the host grants, only to it");
+    let caps = |args: &[&str]| -> u64 {
+        let out = berth.docker_ok(args).unwrap();
+        u64::from_str_radix(out.trim().trim_start_matches("CapEff:").trim(), 16).unwrap()
+    };
+    let own: u64 = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let privileged = caps(&[
+        "exec",
+        "--privileged",
+        "box",
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    assert_eq!(privileged, own, "{privileged:x} vs {own:x}");
+    let plain = caps(&["exec", "box", "grep", "CapEff", "/proc/self/status"]);
+    assert_ne!(plain, own);
+    assert_eq!(
+        plain & (1 << 12),
+        0,
+        "NET_ADMIN leaked into a plain exec: {plain:x}"
+    );
+
     step!("-d runs in the background; its exec record reports the exit");
     let out = berth.docker(&[
         "exec",
