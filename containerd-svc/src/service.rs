@@ -817,27 +817,36 @@ impl Service {
                 .as_i64()
                 .unwrap_or(0) as i32;
         }
-        if rec.state == "running" || rec.state == "paused" {
-            let rel = format!("/{}/{}", self.inner.cfg.cgroup_parent, rec.id);
-            let (hc2, changed2) = (hc.clone(), changed.clone());
-            tokio::task::spawn_blocking(move || {
-                crate::update::apply_to_cgroup(
-                    std::path::Path::new("/sys/fs/cgroup"),
-                    &rel,
-                    &hc2,
-                    &changed2,
-                )
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("updating the cgroup: {e}")))??;
-        }
+        // Stored first (record and bundle), then the running cgroup; if the cgroup
+        // refuses, the old spec goes back, so inspect never shows limits not in force.
+        let old_spec = rec.spec()?;
         spec.memory_bytes = hc["Memory"].as_i64().unwrap_or(0);
         spec.pids_limit = hc["PidsLimit"].as_i64().unwrap_or(0);
         spec.host_config_json = serde_json::to_vec(&hc)
             .map_err(|e| Error::Internal(format!("encoding HostConfig: {e}")))?;
         let bundle = self.inner.cfg.bundle(&rec.id);
-        spec::write_bundle(&spec, &bundle, &self.inner.cfg.cgroup_parent)?;
+        let cgroup_parent = &self.inner.cfg.cgroup_parent;
+        spec::write_bundle(&spec, &bundle, cgroup_parent)?;
         store::set_spec(&self.inner.pool, &rec.id, &spec).await?;
+        if rec.state == "running" || rec.state == "paused" {
+            let rel = format!("/{cgroup_parent}/{}", rec.id);
+            let applied = tokio::task::spawn_blocking(move || {
+                crate::update::apply_to_cgroup(
+                    std::path::Path::new("/sys/fs/cgroup"),
+                    &rel,
+                    &hc,
+                    &changed,
+                )
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("updating the cgroup: {e}")))
+            .and_then(|r| r);
+            if let Err(e) = applied {
+                spec::write_bundle(&old_spec, &bundle, cgroup_parent)?;
+                store::set_spec(&self.inner.pool, &rec.id, &old_spec).await?;
+                return Err(e);
+            }
+        }
         Ok(Vec::new())
     }
 

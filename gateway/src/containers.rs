@@ -1125,7 +1125,8 @@ pub async fn rename(
         ));
     }
     // As dockerd: an unknown container is reported before a bad new name.
-    let id = get_container(&st, &id).await.map(|c| spec_of(&c).id)?;
+    let current = spec_of(&get_container(&st, &id).await?);
+    let (id, old_name) = (current.id, current.name);
     if !valid_container_name(name.trim_start_matches('/')) {
         return Err(ApiError::bad_request(format!(
             "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
@@ -1142,14 +1143,25 @@ pub async fn rename(
     .await?;
     let spec = spec_of(&renamed);
     let mut n = st.services.networks.clone();
-    call(
+    let dns = call(
         NETD,
         n.rename_container(npb::RenameContainerRequest {
-            container_id: spec.id,
+            container_id: spec.id.clone(),
             name: spec.name,
         }),
     )
-    .await?;
+    .await;
+    if let Err(e) = dns {
+        // The DNS still answers to the old name: so does the container again.
+        let undo = c.rename(cpb::RenameRequest {
+            id: spec.id,
+            name: old_name,
+        });
+        if let Err(u) = call(CONTAINERD, undo).await {
+            tracing::warn!("undoing a rename: {}", u.message);
+        }
+        return Err(e);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
