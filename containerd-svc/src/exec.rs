@@ -150,6 +150,9 @@ pub fn resolve_process(
         } else {
             Vec::new()
         },
+        tty: cfg.tty,
+        console_height: 0,
+        console_width: 0,
     })
 }
 
@@ -193,11 +196,6 @@ impl Service {
         if cfg.cmd.is_empty() {
             // Docker's wording.
             return Err(Error::InvalidArgument("No exec command specified".into()));
-        }
-        if cfg.tty {
-            return Err(Error::InvalidArgument(
-                "a TTY for exec is not supported yet".into(),
-            ));
         }
         let id = new_exec_id();
         debug_assert!(names::is_valid_id(&id));
@@ -271,7 +269,11 @@ impl Service {
         let arg0 = rec.config.cmd.first().cloned().unwrap_or_default();
         let stdin = rec.config.attach_stdin && !detach;
         let process = match resolve_process(&exec_id, &rec.config, &spec, stdin) {
-            Ok(p) => p,
+            Ok(p) => ExecProcess {
+                console_height: first.console_height,
+                console_width: first.console_width,
+                ..p
+            },
             Err(e) => {
                 // Like a runtime failure: the reason goes into the stream, exit 126.
                 let f = shim::classify_exec_error(&e.to_string(), &arg0);
@@ -337,6 +339,7 @@ impl Service {
         let _ = tx
             .send(Ok(ExecStartOutput {
                 started: true,
+                tty: rec.config.tty,
                 ..Default::default()
             }))
             .await;

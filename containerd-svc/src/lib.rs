@@ -16,6 +16,7 @@ pub mod shim;
 pub mod spec;
 pub mod state;
 pub mod stats;
+pub mod stdio;
 pub mod store;
 pub mod update;
 

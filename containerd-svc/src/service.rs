@@ -150,6 +150,11 @@ impl Service {
         run_cx.span().end_with_timestamp(at(last.end));
     }
 
+    /// Container events as they happen (lifecycle changes wake waiters).
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<ContainerEvent> {
+        self.inner.events.subscribe()
+    }
+
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.inner.locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(id.to_string()).or_default().clone()
@@ -413,11 +418,6 @@ impl Service {
                 "invalid container id {:?}",
                 spec.id
             )));
-        }
-        if spec.tty {
-            return Err(Error::FailedPrecondition(
-                "TTY containers are not supported yet".into(),
-            ));
         }
         let generated = spec.name.is_empty();
         if !generated {
@@ -1155,6 +1155,27 @@ impl Containers for Service {
         Ok(Response::new(
             Service::exec_inspect(self, &req.into_inner().id).await?,
         ))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<AttachInput>>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        let mut input = req.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("Attach needs a first message"))?;
+        self.attach_stdin(first, input).await?;
+        Ok(Response::new(AttachResponse {}))
+    }
+
+    async fn resize(
+        &self,
+        req: Request<ResizeRequest>,
+    ) -> Result<Response<ResizeResponse>, Status> {
+        Service::resize(self, req.into_inner()).await?;
+        Ok(Response::new(ResizeResponse {}))
     }
 }
 

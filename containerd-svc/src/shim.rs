@@ -5,7 +5,7 @@ use berth_proto::containers::ContainerSpec;
 use berth_proto::shim::shim_client::ShimClient;
 use berth_proto::shim::{
     ExecInput, ExecOutput, ExecStateRequest, ExecStateResponse, KillRequest, ShutdownRequest,
-    StateRequest, StateResponse, WaitRequest, WaitResponse,
+    StateRequest, StateResponse, StdinInput, WaitRequest, WaitResponse,
 };
 use serde::Deserialize;
 use std::path::Path;
@@ -126,6 +126,40 @@ pub async fn exec(
     )
     .await?;
     Ok((tx, stream))
+}
+
+/// Streams `input` to the init's stdin; returns when it ends (or the shim refuses).
+pub async fn stdin(
+    cfg: &Config,
+    id: &str,
+    input: tokio::sync::mpsc::Receiver<StdinInput>,
+) -> Result<(), Error> {
+    client(cfg, id)
+        .stdin(tokio_stream::wrappers::ReceiverStream::new(input))
+        .await
+        .map(|_| ())
+        .map_err(|s| status_err("Stdin", s))
+}
+
+/// Sets a terminal's window size (`exec_id` empty: the init's).
+pub async fn resize(
+    cfg: &Config,
+    id: &str,
+    exec_id: &str,
+    height: u32,
+    width: u32,
+) -> Result<(), Error> {
+    deadline(
+        "Resize",
+        CALL_TIMEOUT,
+        client(cfg, id).resize(berth_proto::shim::ResizeRequest {
+            exec_id: exec_id.to_string(),
+            height,
+            width,
+        }),
+    )
+    .await?;
+    Ok(())
 }
 
 /// An exec's state as the shim knows it.
@@ -272,6 +306,15 @@ pub async fn spawn(
         });
     if spec.open_stdin {
         cmd.arg("--open-stdin");
+    }
+    if spec.tty {
+        cmd.arg("--tty");
+        if let Some((h, w)) = crate::stdio::console_size(&spec.host_config_json) {
+            cmd.arg("--console-height")
+                .arg(h.min(u16::MAX as u32).to_string())
+                .arg("--console-width")
+                .arg(w.min(u16::MAX as u32).to_string());
+        }
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -241,6 +241,10 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
     if !has(&env, "HOSTNAME") {
         env.push(format!("HOSTNAME={hostname}"));
     }
+    // Docker gives a terminal container TERM=xterm unless the user set one.
+    if spec.tty && !has(&env, "TERM") {
+        env.push("TERM=xterm".to_string());
+    }
     if !has(&env, "HOME") {
         env.push(format!(
             "HOME={}",
@@ -357,7 +361,7 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
     let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": spec.tty,
             "user": {"uid": user.uid, "gid": user.gid},
             "args": spec.args,
             "env": env,

@@ -217,7 +217,7 @@ fn make_rootfs(root: &Path) {
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for l in ["sh", "echo", "sleep", "cat"] {
+    for l in ["sh", "echo", "sleep", "cat", "stty"] {
         std::os::unix::fs::symlink("busybox", bin.join(l)).unwrap();
     }
     for d in ["proc", "dev", "sys", "etc", "tmp"] {
@@ -532,22 +532,110 @@ async fn lifecycle_logs_and_restart() {
     assert!(e.message().contains(&format!(
         "The container name \"/c1\" is already in use by container \"{id1}\""
     )));
+
+    // 2b. a terminal: input sent before the start waits for it, the pty has the
+    // HostConfig's size, typed input comes back through the line discipline, Resize
+    // reaches it.
+    let tty_spec = ContainerSpec {
+        tty: true,
+        open_stdin: true,
+        host_config_json: br#"{"ConsoleSize":[12,34]}"#.to_vec(),
+        ..env.spec(
+            "2",
+            "term",
+            &["sh", "-c", "stty size; read x; echo got:$x; stty size"],
+        )
+    };
+    let id2 = tty_spec.id.clone();
+    c.create(CreateRequest {
+        spec: Some(tty_spec),
+    })
+    .await
+    .unwrap();
+    let (stdin_tx, stdin_rx) = tokio::sync::mpsc::channel(4);
+    stdin_tx
+        .send(AttachInput {
+            id: "term".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut attach_client = env.client();
+    let attach = tokio::spawn(async move {
+        attach_client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(stdin_rx))
+            .await
+    });
+    c.start(StartRequest { id: "term".into() }).await.unwrap();
+    let text_of = |id: &str| {
+        lines_of(&logd, id)
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.line).into_owned())
+            .collect::<String>()
+    };
+    for _ in 0..200 {
+        if text_of(&id2).contains("12 34") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(text_of(&id2).contains("12 34\r\n"), "{:?}", text_of(&id2));
+    c.resize(ResizeRequest {
+        id: "term".into(),
+        exec_id: String::new(),
+        height: 50,
+        width: 60,
+    })
+    .await
+    .unwrap();
+    stdin_tx
+        .send(AttachInput {
+            stdin: b"hello\r".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let w = c
+        .wait(WaitRequest {
+            id: id2.clone(),
+            condition: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(w.exit_code, 0);
+    wait_closed(&logd, &id2).await;
+    let shown = text_of(&id2);
+    assert!(shown.contains("got:hello\r\n"), "{shown:?}");
+    assert!(shown.contains("50 60\r\n"), "{shown:?}");
+    drop(stdin_tx);
+    attach.await.unwrap().unwrap();
     let e = c
-        .create(CreateRequest {
-            spec: Some(ContainerSpec {
-                tty: true,
-                ..env.spec("2", "t", &["sh"])
-            }),
+        .resize(ResizeRequest {
+            id: String::new(),
+            exec_id: "ab".repeat(32),
+            height: 1,
+            width: 1,
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    assert!(
-        !env.data()
-            .join("containerd/bundles")
-            .join("2".repeat(64))
-            .exists()
-    );
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = c
+        .resize(ResizeRequest {
+            id: "term".into(),
+            exec_id: String::new(),
+            height: 1,
+            width: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "not running");
+    c.remove(RemoveRequest {
+        id: "term".into(),
+        force: false,
+    })
+    .await
+    .unwrap();
 
     // 3. a missing executable fails synchronously with Docker's words; state stays created.
     let generated = c

@@ -256,16 +256,8 @@ pub async fn create(
             "Config cannot be empty in order to create a container",
         ));
     }
-    if req.get("Tty").and_then(Value::as_bool).unwrap_or(false) {
-        return Err(ApiError::not_supported("a TTY (docker run -t)"));
-    }
-    if req
-        .get("OpenStdin")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-    {
-        return Err(ApiError::not_supported("interactive stdin (docker run -i)"));
-    }
+    let flag = |k: &str| req.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let (tty, open_stdin, stdin_once) = (flag("Tty"), flag("OpenStdin"), flag("StdinOnce"));
     let host_config = req.get("HostConfig").cloned().unwrap_or(json!({}));
     let mut network_mode = str_field(&host_config, "NetworkMode").to_string();
     if network_mode.is_empty() || network_mode == "default" {
@@ -567,9 +559,9 @@ pub async fn create(
             "AttachStdin": req.get("AttachStdin").and_then(Value::as_bool).unwrap_or(false),
             "AttachStdout": req.get("AttachStdout").and_then(Value::as_bool).unwrap_or(false),
             "AttachStderr": req.get("AttachStderr").and_then(Value::as_bool).unwrap_or(false),
-            "Tty": false,
-            "OpenStdin": false,
-            "StdinOnce": false,
+            "Tty": tty,
+            "OpenStdin": open_stdin,
+            "StdinOnce": stdin_once,
             "Env": env,
             "Cmd": cmd,
             "Image": image_ref,
@@ -601,8 +593,8 @@ pub async fn create(
             working_dir: working_dir.clone(),
             user: user.clone(),
             hostname: hostname.clone(),
-            tty: false,
-            open_stdin: false,
+            tty,
+            open_stdin,
             rootfs_path: snap.rootfs_path.clone(),
             netns_path: endpoint.netns_path.clone(),
             mounts,

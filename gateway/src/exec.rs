@@ -8,12 +8,13 @@ use crate::services::{CONTAINERD, call};
 use crate::streams::{STDERR, STDOUT, frame, stream_content_type, upgrade_response, wants_upgrade};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_proto::containers as cpb;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -53,9 +54,6 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 /// The exec config of a create request; refuses what Berth cannot do yet.
 pub fn exec_config(v: &Value) -> Result<cpb::ExecConfig, ApiError> {
-    if bool_field(v, "Tty") {
-        return Err(ApiError::not_supported("a TTY for exec (docker exec -t)"));
-    }
     let cmd = strings_field(v, "Cmd");
     if cmd.is_empty() {
         // Docker's wording.
@@ -67,7 +65,7 @@ pub fn exec_config(v: &Value) -> Result<cpb::ExecConfig, ApiError> {
         working_dir: str_field(v, "WorkingDir"),
         user: str_field(v, "User"),
         privileged: bool_field(v, "Privileged"),
-        tty: false,
+        tty: bool_field(v, "Tty"),
         attach_stdin: bool_field(v, "AttachStdin"),
         attach_stdout: bool_field(v, "AttachStdout"),
         attach_stderr: bool_field(v, "AttachStderr"),
@@ -136,26 +134,40 @@ pub async fn inspect(
     Ok(Json(inspect_json(&e)))
 }
 
-/// `POST /exec/{id}/resize`: only a TTY exec has a size, and those are not built yet.
+/// `POST /exec/{id}/resize?h=&w=`: the window size of a TTY exec.
 pub async fn resize(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let (height, width) = crate::streams::resize_query(&q)?;
     let mut c = st.services.containers.clone();
-    call(CONTAINERD, c.exec_inspect(cpb::ExecInspectRequest { id })).await?;
-    Err(ApiError::not_supported("resizing an exec (a TTY for exec)"))
+    let req = cpb::ResizeRequest {
+        id: String::new(),
+        exec_id: id,
+        height,
+        width,
+    };
+    call(CONTAINERD, c.resize(req)).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
-/// One output message in Docker's multiplexed framing (the start error, like moby, as
-/// text ending in "\r\n" on stdout).
-pub fn render_output(o: &cpb::ExecStartOutput) -> Bytes {
+/// One output message as the client reads it: Docker's multiplexed framing, or the raw
+/// bytes of a terminal (the start error, like moby, as text ending in "\r\n" on stdout).
+pub fn render_output(o: &cpb::ExecStartOutput, tty: bool) -> Bytes {
     let mut out = Vec::new();
+    let mut put = |stream: u8, data: &[u8]| {
+        if tty {
+            out.extend_from_slice(data);
+        } else {
+            out.extend_from_slice(&frame(stream, data));
+        }
+    };
     if !o.data.is_empty() {
-        let stream = if o.stream == 2 { STDERR } else { STDOUT };
-        out.extend_from_slice(&frame(stream, &o.data));
+        put(if o.stream == 2 { STDERR } else { STDOUT }, &o.data);
     }
     if !o.error.is_empty() {
-        out.extend_from_slice(&frame(STDOUT, format!("{}\r\n", o.error).as_bytes()));
+        put(STDOUT, format!("{}\r\n", o.error).as_bytes());
     }
     Bytes::from(out)
 }
@@ -172,15 +184,20 @@ pub async fn start(
         .await
         .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
     let v = parse_body(&body)?;
-    if bool_field(&v, "Tty") {
-        return Err(ApiError::not_supported("a TTY for exec (docker exec -t)"));
-    }
     let detach = bool_field(&v, "Detach");
+    let size = |i: usize| {
+        v.get("ConsoleSize")
+            .and_then(|s| s.get(i))
+            .and_then(Value::as_u64)
+            .map_or(0, |n| n.min(u32::MAX as u64) as u32)
+    };
     let (in_tx, in_rx) = mpsc::channel::<cpb::ExecStartInput>(16);
     let _ = in_tx
         .send(cpb::ExecStartInput {
             exec_id: id.clone(),
             detach,
+            console_height: size(0),
+            console_width: size(1),
             ..Default::default()
         })
         .await;
@@ -197,6 +214,7 @@ pub async fn start(
         Ok(None) => return Err(ApiError::internal("the exec stream ended at once")),
         Err(s) => return Err(ApiError::from_status(CONTAINERD, s)),
     };
+    let tty = first.tty;
     if detach {
         if !first.error.is_empty() {
             return Err(ApiError::internal(first.error));
@@ -208,13 +226,16 @@ pub async fn start(
         // Old clients: a plain 200 with the framed output as the body.
         let body = futures_util::stream::unfold(
             (Some(first), Some(stream)),
-            |(pending, state)| async move {
+            move |(pending, state)| async move {
                 if let Some(o) = pending {
-                    return Some((Ok::<_, std::io::Error>(render_output(&o)), (None, state)));
+                    return Some((
+                        Ok::<_, std::io::Error>(render_output(&o, tty)),
+                        (None, state),
+                    ));
                 }
                 let mut s = state?;
                 match s.message().await {
-                    Ok(Some(o)) => Some((Ok(render_output(&o)), (None, Some(s)))),
+                    Ok(Some(o)) => Some((Ok(render_output(&o, tty)), (None, Some(s)))),
                     _ => None,
                 }
             },
@@ -222,7 +243,7 @@ pub async fn start(
         let body = Body::from_stream(body);
         let mut resp = (StatusCode::OK, body).into_response();
         resp.headers_mut()
-            .insert(header::CONTENT_TYPE, stream_content_type(false));
+            .insert(header::CONTENT_TYPE, stream_content_type(tty));
         return Ok(resp);
     }
 
@@ -282,7 +303,7 @@ pub async fn start(
                     }
                 },
             };
-            let failed = wr.write_all(&render_output(&o)).await.is_err();
+            let failed = wr.write_all(&render_output(&o, tty)).await.is_err();
             if failed || o.exited {
                 break;
             }
@@ -291,7 +312,7 @@ pub async fn start(
         let _ = wr.shutdown().await;
         stdin.abort();
     });
-    Ok(upgrade_response(false))
+    Ok(upgrade_response(tty))
 }
 
 #[cfg(test)]
@@ -348,13 +369,14 @@ mod tests {
             data: b"e".to_vec(),
             ..Default::default()
         };
-        assert_eq!(render_output(&o)[0], STDERR);
+        assert_eq!(render_output(&o, false)[0], STDERR);
+        assert_eq!(&render_output(&o, true)[..], &o.data[..]);
         let o = cpb::ExecStartOutput {
             exited: true,
             error: "boom".into(),
             ..Default::default()
         };
-        let f = render_output(&o);
+        let f = render_output(&o, false);
         assert_eq!(f[0], STDOUT);
         assert_eq!(&f[8..], b"boom\r\n");
     }

@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 pub mod containers;
+pub mod detach;
 pub mod df;
 pub mod error;
 pub mod events;
@@ -155,6 +156,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/export", get(top::export))
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
+        .route("/containers/{id}/resize", post(streams::resize))
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))

@@ -10,11 +10,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_kit::grpc::TracedChannel;
+use berth_proto::containers as cpb;
+use berth_proto::containers::containers_client::ContainersClient;
 use berth_proto::logs as lpb;
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Docker's stream type bytes in the multiplexed framing (`stdcopy`).
 pub const STDOUT: u8 = 1;
@@ -245,9 +248,10 @@ pub async fn logs(
     Ok(resp)
 }
 
-/// `POST /containers/{id}/attach?stream=1&stdout=1&stderr=1`. Output comes from logd,
-/// followed from the current end, so the CLI's attach-before-start sees every line.
-/// Attaching stdin needs the shim's stdio and is not built yet.
+/// `POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1`. Output comes from
+/// logd, followed from the current end, so the CLI's attach-before-start sees every line.
+/// Input goes to containerd-svc, which relays it to the shim once the container runs;
+/// the detach keys (`detachKeys`, default ctrl-p,ctrl-q) end the attachment.
 pub async fn attach(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -256,15 +260,19 @@ pub async fn attach(
 ) -> Result<Response, ApiError> {
     let c = get_container(&st, &id).await?;
     let spec = c.spec.clone().unwrap_or_default();
-    if query_bool(&q, "stdin") && spec.open_stdin {
-        return Err(ApiError::not_supported("attaching stdin"));
-    }
     if query_bool(&q, "logs") {
         return Err(ApiError::not_supported("attach with logs=1"));
     }
+    let detach_keys = crate::detach::parse(q.get("detachKeys").map_or("", String::as_str))?;
     let stdout = query_bool_or(&q, "stdout", false);
     let stderr = query_bool_or(&q, "stderr", false);
     let stream_output = query_bool(&q, "stream") && (stdout || stderr);
+    // Docker ignores stdin=1 for a container created without -i.
+    let stream_input = query_bool(&q, "stdin") && spec.open_stdin;
+    let stdin_once = serde_json::from_slice::<serde_json::Value>(&spec.config_json)
+        .ok()
+        .and_then(|v| v.get("StdinOnce").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false);
     let tty = spec.tty;
 
     // Subscribe before answering, so nothing written after this point is missed.
@@ -286,6 +294,11 @@ pub async fn attach(
     };
 
     if !wants_upgrade(&req) {
+        if stream_input {
+            return Err(ApiError::bad_request(
+                "attaching stdin needs a connection upgrade (Upgrade: tcp)",
+            ));
+        }
         // Old clients: a plain 200 with the raw stream as the body.
         let body = futures_util::stream::unfold(follower, move |state| async move {
             let mut s = state?;
@@ -305,6 +318,7 @@ pub async fn attach(
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let container_id = spec.id.clone();
+    let containers = st.services.containers.clone();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -313,10 +327,37 @@ pub async fn attach(
                 return;
             }
         };
-        let mut io = TokioIo::new(upgraded);
+        let (reader, mut io) = tokio::io::split(TokioIo::new(upgraded));
+        let (input_tx, mut input) = tokio::sync::watch::channel(InputState::Open);
+        if stream_input {
+            let pump = StdinPump {
+                containers,
+                container_id: container_id.clone(),
+                detector: crate::detach::Detector::new(detach_keys),
+                stdin_once,
+            };
+            tokio::spawn(pump.run(reader, input_tx));
+        } else {
+            drop(reader);
+        }
         if let Some(mut s) = follower {
+            // Completes only on a detach: a pump that ended (or never ran) leaves output on.
+            let detached = async move {
+                if input
+                    .wait_for(|s| *s == InputState::Detached)
+                    .await
+                    .is_err()
+                {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::pin!(detached);
             loop {
-                match s.message().await {
+                let msg = tokio::select! {
+                    m = s.message() => m,
+                    _ = &mut detached => break,
+                };
+                match msg {
                     Ok(Some(b)) => {
                         if io
                             .write_all(&render_batch(&b, &Render::plain(tty)))
@@ -334,6 +375,9 @@ pub async fn attach(
                     }
                 }
             }
+        } else if stream_input {
+            // Input only: the connection lives until the client leaves or detaches.
+            let _ = input.wait_for(|s| *s != InputState::Open).await;
         }
         let _ = io.flush().await;
         let _ = io.shutdown().await;
@@ -351,6 +395,37 @@ pub fn wants_upgrade(req: &Request) -> bool {
 
 /// The 101 that hands the connection over (the CLI requires exactly 101 and reads the
 /// content type on API >= 1.42).
+/// `?h=<rows>&w=<columns>` of a resize request.
+pub fn resize_query(q: &HashMap<String, String>) -> Result<(u32, u32), ApiError> {
+    let dim = |k: &str| -> Result<u32, ApiError> {
+        let v = q.get(k).map_or("", String::as_str);
+        v.parse::<u32>().map_err(|_| {
+            // Docker's wording for a bad dimension.
+            ApiError::bad_request(format!("strconv.Atoi: parsing {v:?}: invalid syntax"))
+        })
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`: the window size of a TTY container.
+pub async fn resize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (height, width) = resize_query(&q)?;
+    let c = get_container(&st, &id).await?;
+    let mut client = st.services.containers.clone();
+    let req = cpb::ResizeRequest {
+        id: c.spec.map(|s| s.id).unwrap_or(id),
+        exec_id: String::new(),
+        height,
+        width,
+    };
+    call(crate::services::CONTAINERD, client.resize(req)).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
 pub fn upgrade_response(tty: bool) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -491,5 +566,95 @@ mod tests {
             };
             assert_eq!(cat(&merged), cat(&single));
         }
+    }
+}
+
+/// Where an attached client's input stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputState {
+    Open,
+    /// The client half-closed or went away: output goes on.
+    Ended,
+    /// The detach keys were typed: the attachment ends, output too.
+    Detached,
+}
+
+/// An attached client's input, on its way to the container's stdin.
+struct StdinPump {
+    containers: ContainersClient<TracedChannel>,
+    container_id: String,
+    detector: crate::detach::Detector,
+    /// Docker's StdinOnce: the client's end of input closes the container's stdin.
+    stdin_once: bool,
+}
+
+impl StdinPump {
+    /// Reads the client until it ends or detaches, and says which in `state`.
+    async fn run(
+        mut self,
+        mut reader: impl tokio::io::AsyncRead + Unpin,
+        state: tokio::sync::watch::Sender<InputState>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<cpb::AttachInput>(16);
+        let first = cpb::AttachInput {
+            id: self.container_id.clone(),
+            ..Default::default()
+        };
+        let _ = tx.send(first).await;
+        let mut client = self.containers.clone();
+        let call = tokio::spawn(async move {
+            client
+                .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        let mut buf = vec![0u8; 8192];
+        let mut client_left = false;
+        let mut detached = false;
+        loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    client_left = true;
+                    break;
+                }
+                Ok(n) => n,
+            };
+            let scanned = self.detector.scan(&buf[..n]);
+            if !scanned.forward.is_empty() {
+                let m = cpb::AttachInput {
+                    stdin: scanned.forward,
+                    ..Default::default()
+                };
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+            if scanned.detached {
+                tracing::debug!(container = %self.container_id, "client detached");
+                detached = true;
+                break;
+            }
+        }
+        if client_left && self.stdin_once {
+            let m = cpb::AttachInput {
+                close_stdin: true,
+                ..Default::default()
+            };
+            let _ = tx.send(m).await;
+        }
+        drop(tx);
+        match call.await {
+            Ok(Err(status)) if client_left => {
+                tracing::debug!(container = %self.container_id, error = %status.message(), "stdin relay ended");
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(container = %self.container_id, error = %status.message(), "stdin relay failed");
+            }
+            _ => {}
+        }
+        let _ = state.send(if detached {
+            InputState::Detached
+        } else {
+            InputState::Ended
+        });
     }
 }

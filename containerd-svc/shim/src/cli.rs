@@ -44,6 +44,9 @@ pub struct ExecArgs {
     /// The process as JSON (see `exec::HelperProcess`).
     #[arg(long)]
     pub process: String,
+    /// Console socket for a terminal exec (the shim listens on it).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
 }
 
 /// Flags shared by `run` and `daemon`.
@@ -70,6 +73,15 @@ pub struct RunArgs {
     /// Give the container a stdin pipe (held open by the shim) instead of /dev/null.
     #[arg(long)]
     pub open_stdin: bool,
+    /// Run the init on a pseudo-terminal (Docker's `-t`).
+    #[arg(long)]
+    pub tty: bool,
+    /// Initial terminal rows (0: the kernel's default).
+    #[arg(long, default_value_t = 0)]
+    pub console_height: u16,
+    /// Initial terminal columns.
+    #[arg(long, default_value_t = 0)]
+    pub console_width: u16,
     /// Debug logging.
     #[arg(short = 'D', long)]
     pub debug: bool,

@@ -7,7 +7,8 @@ use crate::exec::Execs;
 use crate::exitfile::{self, ExitRecord};
 use crate::lines::Splitter;
 use crate::logfwd::{self, LogTarget, Output};
-use crate::server::ShimService;
+use crate::pty::Master;
+use crate::server::{ShimService, StdinWriter};
 use crate::{ShimError, error_chain, now_unix_nano};
 use berth_proto::shim::shim_server::ShimServer;
 use libcontainer::container::Container;
@@ -22,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
 /// Handshake line prefixes read by berth-containerd.
@@ -113,10 +114,19 @@ fn detach() -> ExitCode {
 
 struct Started {
     pid: i32,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-    // Held so an `-i` container's stdin stays open (attach will write to it).
-    stdin: Option<OwnedFd>,
+    stdio: InitStdio,
+}
+
+/// What the shim holds of the init's stdio.
+enum InitStdio {
+    Pipes {
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        /// The write end, for `-i` (attach writes to it); None: /dev/null.
+        stdin: Option<OwnedFd>,
+    },
+    /// `-t`: the pty master (output and input both go through it).
+    Terminal(OwnedFd),
 }
 
 fn daemon(args: RunArgs) -> ExitCode {
@@ -247,26 +257,44 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), ShimError> {
 /// Builds and starts the container. Must run before any thread exists (libcontainer
 /// forks with clone3 and chdirs process-wide).
 fn create(args: &RunArgs, steps: &mut Steps) -> Result<Started, ShimError> {
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let (stdin_r, stdin_keep): (OwnedFd, Option<OwnedFd>) = if args.open_stdin {
-        let (r, w) = pipe()?;
-        (r, Some(w))
-    } else {
-        let null = std::fs::File::open("/dev/null").map_err(|source| ShimError::Io {
-            what: "opening /dev/null".into(),
-            source,
-        })?;
-        (null.into(), None)
-    };
     let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
-    let build_started = now_unix_nano();
-    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let base = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state_root)
-        .map_err(rt)?
-        .with_stdin(stdin_r)
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(rt)?;
+    // Pipes are made here; a terminal's master arrives on the console socket during
+    // build, from the init, which waits for start() before it runs the command.
+    let (base, prepared) = if args.tty {
+        let (listener, path) = bind_console(&args.shim_dir)?;
+        (
+            base.with_console_socket(Some(path)),
+            Err::<InitStdio, _>(listener),
+        )
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_keep): (OwnedFd, Option<OwnedFd>) = if args.open_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = std::fs::File::open("/dev/null").map_err(|source| ShimError::Io {
+                what: "opening /dev/null".into(),
+                source,
+            })?;
+            (null.into(), None)
+        };
+        let base = base
+            .with_stdin(stdin_r)
+            .with_stdout(out_w)
+            .with_stderr(err_w);
+        let stdio = InitStdio::Pipes {
+            stdout: out_r,
+            stderr: err_r,
+            stdin: stdin_keep,
+        };
+        (base, Ok(stdio))
+    };
+    let build_started = now_unix_nano();
+    let built = base
         .validate_id()
         .map_err(rt)?
         .as_init(&args.bundle)
@@ -278,6 +306,18 @@ fn create(args: &RunArgs, steps: &mut Steps) -> Result<Started, ShimError> {
         cleanup_failed(args);
         rt(e)
     })?;
+    // Ok: the pipes; Err: the console socket the master arrives on.
+    let stdio = match prepared {
+        Ok(pipes) => pipes,
+        Err(listener) => match receive_terminal(args, &listener) {
+            Ok(master) => InitStdio::Terminal(master),
+            Err(e) => {
+                let _ = container.delete(true);
+                cleanup_failed(args);
+                return Err(e);
+            }
+        },
+    };
     let start_started = now_unix_nano();
     let start_result = container.start();
     steps.record("start", start_started, now_unix_nano());
@@ -290,12 +330,46 @@ fn create(args: &RunArgs, steps: &mut Steps) -> Result<Started, ShimError> {
         .pid()
         .map(|p| p.as_raw())
         .ok_or_else(|| ShimError::Runtime("container started without a pid".into()))?;
-    Ok(Started {
-        pid,
-        stdout: out_r,
-        stderr: err_r,
-        stdin: stdin_keep,
-    })
+    Ok(Started { pid, stdio })
+}
+
+const CONSOLE_SOCKET: &str = "console.sock";
+
+fn bind_console(
+    shim_dir: &std::path::Path,
+) -> Result<(std::os::unix::net::UnixListener, PathBuf), ShimError> {
+    let path = shim_dir.join(CONSOLE_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        std::os::unix::net::UnixListener::bind(&path).map_err(|source| ShimError::Io {
+            what: format!("binding {}", path.display()),
+            source,
+        })?;
+    Ok((listener, path))
+}
+
+/// Accepts the runtime's connection (already queued: it connected during build) and
+/// takes the master; sets the initial window size before the command runs.
+fn receive_terminal(
+    args: &RunArgs,
+    listener: &std::os::unix::net::UnixListener,
+) -> Result<OwnedFd, ShimError> {
+    let io = |what: &'static str| {
+        move |source| ShimError::Io {
+            what: what.into(),
+            source,
+        }
+    };
+    let (conn, _) = listener
+        .accept()
+        .map_err(io("accepting the console socket"))?;
+    let master = crate::pty::recv_master(&conn).map_err(io("receiving the terminal"))?;
+    let _ = std::fs::remove_file(args.shim_dir.join(CONSOLE_SOCKET));
+    if args.console_height > 0 && args.console_width > 0 {
+        crate::pty::set_size(&master, args.console_height, args.console_width)
+            .map_err(io("setting the terminal size"))?;
+    }
+    Ok(master)
 }
 
 fn cleanup_failed(args: &RunArgs) {
@@ -333,14 +407,14 @@ fn reap(init: i32, children: &Children) -> Option<i32> {
     code
 }
 
-async fn read_stream(fd: OwnedFd, stream: i32, tx: mpsc::Sender<Output>) {
-    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, stream, "reading container output");
-            return;
-        }
-    };
+/// Output -> lines for logd. A terminal's pieces are sent at each read (`flushing`), so
+/// a prompt reaches an attached client before its line ends.
+async fn read_stream(
+    mut rx: impl AsyncRead + Unpin,
+    stream: i32,
+    flushing: bool,
+    tx: mpsc::Sender<Output>,
+) {
     let mut splitter = Splitter::default();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -348,7 +422,12 @@ async fn read_stream(fd: OwnedFd, stream: i32, tx: mpsc::Sender<Output>) {
             Ok(0) => break,
             Ok(n) => {
                 let now = now_unix_nano();
-                for piece in splitter.push(&buf[..n]) {
+                let pieces = if flushing {
+                    splitter.push_flushing(&buf[..n])
+                } else {
+                    splitter.push(&buf[..n])
+                };
+                for piece in pieces {
                     let _ = tx
                         .send(Output {
                             stream,
@@ -404,13 +483,7 @@ async fn serve(
         let what = what.to_string();
         move |source| ShimError::Io { what, source }
     };
-    let Started {
-        pid,
-        stdout,
-        stderr,
-        stdin,
-    } = started;
-    let _stdin = stdin;
+    let Started { pid, stdio } = started;
 
     // Reaper: install the SIGCHLD handler, then reap once for an init that already exited.
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
@@ -441,10 +514,38 @@ async fn serve(
         }
     });
 
-    // Output -> logd.
+    // Output -> logd; stdin and the terminal for the API.
     let (out_tx, out_rx) = mpsc::channel(256);
-    tokio::spawn(read_stream(stdout, 1, out_tx.clone()));
-    tokio::spawn(read_stream(stderr, 2, out_tx));
+    let (stdin, terminal): (Option<StdinWriter>, Option<Master>) = match stdio {
+        InitStdio::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        } => {
+            let receiver = |fd| {
+                tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                    .map_err(io("reading container output"))
+            };
+            tokio::spawn(read_stream(receiver(stdout)?, 1, false, out_tx.clone()));
+            tokio::spawn(read_stream(receiver(stderr)?, 2, false, out_tx));
+            let stdin = match stdin {
+                Some(w) => Some(Box::new(
+                    tokio::net::unix::pipe::Sender::from_owned_fd(w)
+                        .map_err(io("container stdin"))?,
+                ) as StdinWriter),
+                None => None,
+            };
+            (stdin, None)
+        }
+        InitStdio::Terminal(fd) => {
+            let master = Master::new(fd).map_err(io("container terminal"))?;
+            tokio::spawn(read_stream(master.clone(), 1, true, out_tx));
+            let stdin = args
+                .open_stdin
+                .then(|| Box::new(master.clone()) as StdinWriter);
+            (stdin, Some(master))
+        }
+    };
     let channel = logfwd::unix_channel(&args.logd_socket)
         .map_err(|e| ShimError::Runtime(format!("logd socket: {e}")))?;
     let target = LogTarget {
@@ -465,6 +566,8 @@ async fn serve(
         shim_dir: args.shim_dir.clone(),
         exit: exit_rx,
         shutdown: shutdown_tx,
+        stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
+        terminal,
         execs: Arc::new(Execs {
             container_id: args.id.clone(),
             state_root: args.state_root.clone(),

@@ -11,6 +11,7 @@
 use crate::children::Children;
 use crate::cli::ExecArgs;
 use crate::exitfile;
+use crate::pty::{self, Master};
 use crate::{ShimError, error_chain, now_unix_nano};
 use berth_proto::shim::{
     ExecChunk, ExecExited, ExecInput, ExecOutput, ExecProcess, ExecStarted, exec_output,
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
@@ -42,6 +43,9 @@ pub struct HelperProcess {
     /// Added to the container's capabilities (exec --privileged).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Run on a terminal (the helper's `--console-socket` receives its master).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// What the helper writes to its result file.
@@ -135,12 +139,30 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
     let p: HelperProcess = serde_json::from_str(&args.process)
         .map_err(|e| ShimError::Runtime(format!("bad --process: {e}")))?;
     let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
-    // stdio is inherited: the helper's own 0/1/2 are the exec's pipes.
-    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+    let base = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state_root)
         .map_err(rt)?
         .validate_id()
-        .map_err(rt)?
+        .map_err(rt)?;
+    if p.tty {
+        let socket = args
+            .console_socket
+            .clone()
+            .ok_or_else(|| ShimError::Runtime("a terminal exec needs --console-socket".into()))?;
+        // The tenant builder sets `terminal` only through a whole process file.
+        let process = terminal_process(args, &p)?;
+        let pid = base
+            .with_console_socket(Some(socket))
+            .as_tenant()
+            .with_process(Some(&process))
+            .with_detach(true)
+            .as_sibling(true)
+            .build();
+        let _ = std::fs::remove_file(&process);
+        return Ok(pid.map_err(rt)?.as_raw());
+    }
+    // stdio is inherited: the helper's own 0/1/2 are the exec's pipes.
+    let pid = base
         .as_tenant()
         .with_container_args(p.args)
         .with_env(env_map(&p.env))
@@ -156,6 +178,84 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
     Ok(pid.as_raw())
 }
 
+/// Writes the process file of a terminal exec: the container's own process (so limits,
+/// no-new-privileges and capabilities carry over, as for a pipe exec) with this exec's
+/// command, environment on top of the container's, directory, user and added
+/// capabilities.
+fn terminal_process(args: &ExecArgs, p: &HelperProcess) -> Result<PathBuf, ShimError> {
+    use libcontainer::container::Container;
+    use oci_spec::runtime::{Capability, Spec};
+    let rt = |what: String| ShimError::Runtime(what);
+    let container =
+        Container::load(args.state_root.join(&args.id)).map_err(|e| rt(error_chain(&e)))?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|e| rt(format!("reading {}: {e}", config.display())))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| rt("the container's spec has no process".into()))?;
+    process.set_terminal(Some(true));
+    process.set_args(Some(p.args.clone()));
+    let baseline = process.env().clone().unwrap_or_default();
+    process.set_env(Some(merge_env(&baseline, &p.env)));
+    process.set_cwd(PathBuf::from(&p.cwd));
+    let mut user = process.user().clone();
+    user.set_uid(p.uid);
+    user.set_gid(p.gid);
+    user.set_additional_gids(None);
+    process.set_user(user);
+    if !p.capabilities.is_empty()
+        && let Some(mut caps) = process.capabilities().clone()
+    {
+        let mut added = std::collections::HashSet::new();
+        for c in &p.capabilities {
+            let cap: Capability = serde_json::from_value(serde_json::Value::String(c.clone()))
+                .map_err(|_| rt(format!("unknown capability {c:?}")))?;
+            added.insert(cap);
+        }
+        let union = |set: &Option<std::collections::HashSet<Capability>>| {
+            let mut s = set.clone().unwrap_or_default();
+            s.extend(added.iter().copied());
+            Some(s)
+        };
+        caps.set_bounding(union(caps.bounding()));
+        caps.set_effective(union(caps.effective()));
+        caps.set_permitted(union(caps.permitted()));
+        process.set_capabilities(Some(caps));
+    }
+    let path = args.result.with_extension("process.json");
+    let data = serde_json::to_vec(&process).map_err(|e| rt(e.to_string()))?;
+    std::fs::write(&path, data).map_err(|source| ShimError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// The container's environment with `overrides` applied: a key keeps its place when
+/// overridden, new keys follow in order.
+pub fn merge_env(baseline: &[String], overrides: &[String]) -> Vec<String> {
+    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let over = env_map(overrides);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(baseline.len() + overrides.len());
+    for kv in baseline {
+        let k = key(kv);
+        match over.get(&k) {
+            Some(v) => out.push(format!("{k}={v}")),
+            None => out.push(kv.clone()),
+        }
+        seen.insert(k);
+    }
+    for kv in overrides {
+        let k = key(kv);
+        if kv.contains('=') && seen.insert(k.clone()) {
+            out.push(format!("{k}={}", over[&k]));
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // The shim side.
 
@@ -163,6 +263,8 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
 pub struct ExecEntry {
     pub pid: i32,
     pub exit: watch::Receiver<Option<ExecExit>>,
+    /// The master of a terminal exec (for resizing).
+    pub terminal: Option<Master>,
 }
 
 /// What running execs needs from the shim.
@@ -199,13 +301,32 @@ impl Execs {
         read_exit(&self.shim_dir, id).map(|x| (x.pid, Some(x)))
     }
 
+    /// Sets the window size of a terminal exec.
+    pub fn resize(&self, id: &str, height: u16, width: u16) -> Result<(), Status> {
+        let table = self.lock();
+        let entry = table
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("No such exec instance: {id}")))?;
+        if entry.exit.borrow().is_some() {
+            return Err(Status::failed_precondition(format!(
+                "exec {id} is not running"
+            )));
+        }
+        let master = entry
+            .terminal
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition(format!("exec {id} has no terminal")))?;
+        master
+            .resize(height, width)
+            .map_err(|e| Status::internal(format!("resizing the terminal: {e}")))
+    }
+
     /// Spawns the helper and returns the exec's pid, or the runtime's failure text (Ok(Err)).
     async fn spawn_helper(
         &self,
         p: &ExecProcess,
-        stdin: OwnedFd,
-        stdout: OwnedFd,
-        stderr: OwnedFd,
+        [stdin, stdout, stderr]: [OwnedFd; 3],
+        console_socket: Option<&Path>,
     ) -> Result<Result<i32, String>, Status> {
         let result = self
             .shim_dir
@@ -222,6 +343,7 @@ impl Execs {
             uid: p.uid,
             gid: p.gid,
             capabilities: p.capabilities.clone(),
+            tty: p.tty,
         };
         let process =
             serde_json::to_string(&process).map_err(|e| Status::internal(e.to_string()))?;
@@ -239,8 +361,11 @@ impl Execs {
                 .arg("--log")
                 .arg(self.shim_dir.join("shim.log"))
                 .arg("--process")
-                .arg(process)
-                .stdin(Stdio::from(stdin))
+                .arg(process);
+            if let Some(sock) = console_socket {
+                cmd.arg("--console-socket").arg(sock);
+            }
+            cmd.stdin(Stdio::from(stdin))
                 .stdout(Stdio::from(stdout))
                 .stderr(Stdio::from(stderr));
             let child = cmd
@@ -300,18 +425,13 @@ impl Execs {
         if p.args.is_empty() {
             return Err(Status::invalid_argument("no command specified"));
         }
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if p.stdin {
-            let (r, w) = pipe()?;
-            (r, Some(w))
+        let started = if p.tty {
+            self.start_on_terminal(&p).await?
         } else {
-            let null = std::fs::File::open("/dev/null")
-                .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))?;
-            (null.into(), None)
+            self.start_on_pipes(&p).await?
         };
-        let pid = match self.spawn_helper(&p, stdin_r, out_w, err_w).await? {
-            Ok(pid) => pid,
+        let (pid, io) = match started {
+            Ok(s) => s,
             Err(text) => {
                 let _ = tx.send(out(exec_output::Event::Failed(text))).await;
                 return Ok(());
@@ -320,18 +440,49 @@ impl Execs {
         // Registered at once: the process may already have exited (its status is kept).
         let exited = self.children.wait(pid);
         let (exit_tx, exit_rx) = watch::channel(None);
-        self.lock()
-            .insert(p.exec_id.clone(), ExecEntry { pid, exit: exit_rx });
+        let terminal = match &io {
+            ExecIo::Terminal(m) => Some(m.clone()),
+            ExecIo::Pipes { .. } => None,
+        };
+        self.lock().insert(
+            p.exec_id.clone(),
+            ExecEntry {
+                pid,
+                exit: exit_rx,
+                terminal,
+            },
+        );
         tracing::info!(exec = %p.exec_id, pid, "exec started");
         let _ = tx
             .send(out(exec_output::Event::Started(ExecStarted { pid })))
             .await;
 
-        let stdin_task = stdin_w.map(|w| tokio::spawn(forward_stdin(w, input)));
-        let readers = [
-            tokio::spawn(read_output(out_r, 1, tx.clone())),
-            tokio::spawn(read_output(err_r, 2, tx.clone())),
-        ];
+        let (stdin_task, readers) = match io {
+            ExecIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let stdin_task = match stdin {
+                    Some(w) => Some(tokio::spawn(forward_stdin(pipe_sender(w)?, input))),
+                    None => None,
+                };
+                let readers = vec![
+                    tokio::spawn(read_output(pipe_receiver(stdout)?, 1, tx.clone())),
+                    tokio::spawn(read_output(pipe_receiver(stderr)?, 2, tx.clone())),
+                ];
+                (stdin_task, readers)
+            }
+            ExecIo::Terminal(master) => {
+                let stdin_task = p
+                    .stdin
+                    .then(|| tokio::spawn(forward_stdin(master.clone(), input)));
+                (
+                    stdin_task,
+                    vec![tokio::spawn(read_output(master, 1, tx.clone()))],
+                )
+            }
+        };
         let code = exited.await.unwrap_or(255);
         let drained = async {
             for r in readers {
@@ -368,16 +519,108 @@ impl Execs {
     }
 }
 
-/// Copies stdin messages to the process until `close_stdin`, the end of the input or an
-/// error; dropping the pipe closes the process's stdin.
-async fn forward_stdin(w: OwnedFd, mut input: Streaming<ExecInput>) {
-    let mut pipe = match tokio::net::unix::pipe::Sender::from_owned_fd(w) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "exec stdin");
-            return;
+/// How an exec's stdio is held by the shim.
+enum ExecIo {
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    Terminal(Master),
+}
+
+type Started = Result<(i32, ExecIo), String>;
+
+impl Execs {
+    async fn start_on_pipes(&self, p: &ExecProcess) -> Result<Started, Status> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if p.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (dev_null()?, None)
+        };
+        let started = self.spawn_helper(p, [stdin_r, out_w, err_w], None).await?;
+        Ok(started.map(|pid| {
+            let io = ExecIo::Pipes {
+                stdin: stdin_w,
+                stdout: out_r,
+                stderr: err_r,
+            };
+            (pid, io)
+        }))
+    }
+
+    /// The helper connects to a console socket the shim listens on; the process's init
+    /// sends the pty master there before it execs the command.
+    async fn start_on_terminal(&self, p: &ExecProcess) -> Result<Started, Status> {
+        // Short: the path must fit a sockaddr_un.
+        let sock = self
+            .shim_dir
+            .join(format!("tty-{}", &p.exec_id[..p.exec_id.len().min(12)]));
+        let _ = std::fs::remove_file(&sock);
+        let listener = tokio::net::UnixListener::bind(&sock)
+            .map_err(|e| Status::internal(format!("binding {}: {e}", sock.display())))?;
+        let receive = tokio::spawn(async move {
+            let (conn, _) = tokio::time::timeout(pty::RECV_TIMEOUT, listener.accept())
+                .await
+                .map_err(|_| std::io::Error::other("the runtime never connected"))??;
+            let conn = conn.into_std()?;
+            conn.set_nonblocking(false)?;
+            tokio::task::spawn_blocking(move || pty::recv_master(&conn))
+                .await
+                .map_err(std::io::Error::other)?
+        });
+        let nulls = [dev_null()?, dev_null()?, dev_null()?];
+        let started = self.spawn_helper(p, nulls, Some(&sock)).await;
+        let _ = std::fs::remove_file(&sock);
+        let pid = match started? {
+            Ok(pid) => pid,
+            Err(text) => {
+                receive.abort();
+                return Ok(Err(text));
+            }
+        };
+        let master = receive
+            .await
+            .map_err(|e| Status::internal(format!("receiving the terminal: {e}")))?
+            .and_then(Master::new)
+            .map_err(|e| Status::internal(format!("receiving the terminal: {e}")))?;
+        if p.console_height > 0 && p.console_width > 0 {
+            let (h, w) = (clamp16(p.console_height), clamp16(p.console_width));
+            if let Err(e) = master.resize(h, w) {
+                tracing::warn!(exec = %p.exec_id, error = %e, "initial terminal size");
+            }
         }
-    };
+        Ok(Ok((pid, ExecIo::Terminal(master))))
+    }
+}
+
+/// A window dimension from the API (u32) as the kernel takes it.
+pub fn clamp16(v: u32) -> u16 {
+    v.min(u16::MAX as u32) as u16
+}
+
+fn dev_null() -> Result<OwnedFd, Status> {
+    std::fs::File::open("/dev/null")
+        .map(Into::into)
+        .map_err(|e| Status::internal(format!("opening /dev/null: {e}")))
+}
+
+fn pipe_sender(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Sender, Status> {
+    tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+        .map_err(|e| Status::internal(format!("exec stdin: {e}")))
+}
+
+fn pipe_receiver(fd: OwnedFd) -> Result<tokio::net::unix::pipe::Receiver, Status> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+        .map_err(|e| Status::internal(format!("exec output: {e}")))
+}
+
+/// Copies stdin messages to the process until `close_stdin`, the end of the input or an
+/// error; dropping a pipe closes the process's stdin (a terminal stays open).
+async fn forward_stdin(mut pipe: impl AsyncWrite + Unpin, mut input: Streaming<ExecInput>) {
     while let Ok(Some(msg)) = input.message().await {
         if !msg.stdin.is_empty() && pipe.write_all(&msg.stdin).await.is_err() {
             break;
@@ -389,14 +632,7 @@ async fn forward_stdin(w: OwnedFd, mut input: Streaming<ExecInput>) {
 }
 
 /// Sends output chunks as they come; keeps draining when nobody listens any more.
-async fn read_output(fd: OwnedFd, stream: i32, tx: Tx) {
-    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, stream, "reading exec output");
-            return;
-        }
-    };
+async fn read_output(mut rx: impl AsyncRead + Unpin, stream: i32, tx: Tx) {
     let mut listening = true;
     let mut buf = vec![0u8; 32 * 1024];
     loop {

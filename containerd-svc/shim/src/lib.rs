@@ -15,6 +15,7 @@ pub mod exec;
 pub mod exitfile;
 pub mod lines;
 pub mod logfwd;
+pub mod pty;
 pub mod server;
 
 /// Everything that can go wrong inside the shim.

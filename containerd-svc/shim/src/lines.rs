@@ -43,6 +43,14 @@ impl Splitter {
         out
     }
 
+    /// As [`Splitter::push`], then the unterminated rest at once as a partial piece: a
+    /// terminal's prompt or echo has no newline and must reach an attached client now.
+    pub fn push_flushing(&mut self, data: &[u8]) -> Vec<Piece> {
+        let mut out = self.push(data);
+        out.extend(self.finish());
+        out
+    }
+
     /// End of stream: the unterminated tail, if any, as a partial piece.
     pub fn finish(&mut self) -> Option<Piece> {
         if self.buf.is_empty() {
@@ -58,6 +66,26 @@ impl Splitter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_terminal_prompt_is_sent_without_waiting_for_its_newline() {
+        let mut s = Splitter::default();
+        let got = s.push_flushing(b"one\n/ # ");
+        assert_eq!(
+            got,
+            vec![
+                Piece {
+                    bytes: b"one\n".to_vec(),
+                    partial: false
+                },
+                Piece {
+                    bytes: b"/ # ".to_vec(),
+                    partial: true
+                }
+            ]
+        );
+        assert!(s.finish().is_none());
+    }
     use super::*;
 
     #[test]

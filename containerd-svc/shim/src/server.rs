@@ -2,10 +2,12 @@
 
 use crate::exec::Execs;
 use crate::exitfile::ExitRecord;
+use crate::pty::Master;
 use berth_proto::shim::shim_server::Shim;
 use berth_proto::shim::{
     ExecInput, ExecOutput, ExecStateRequest, ExecStateResponse, KillRequest, KillResponse,
-    ShutdownRequest, ShutdownResponse, StateRequest, StateResponse, WaitRequest, WaitResponse,
+    ResizeRequest, ResizeResponse, ShutdownRequest, ShutdownResponse, StateRequest, StateResponse,
+    StdinInput, StdinResponse, WaitRequest, WaitResponse,
 };
 use libcontainer::container::Container;
 use nix::sys::signal::Signal;
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -31,7 +34,14 @@ pub struct ShimService {
     pub shutdown: mpsc::Sender<()>,
     /// `docker exec` processes.
     pub execs: Arc<Execs>,
+    /// The init's stdin (a pipe, or the terminal); None when not open or closed.
+    pub stdin: Arc<tokio::sync::Mutex<Option<StdinWriter>>>,
+    /// The init's terminal master (`-t`).
+    pub terminal: Option<Master>,
 }
+
+/// Where stdin bytes for the init go.
+pub type StdinWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 type ExecStream = Pin<Box<dyn Stream<Item = Result<ExecOutput, Status>> + Send>>;
 
@@ -128,6 +138,68 @@ impl Shim for ShimService {
             exit_code: exit.map(|e| e.exit_code).unwrap_or(0),
             exited_at_unix_nano: exit.map(|e| e.exited_at_unix_nano).unwrap_or(0),
         }))
+    }
+
+    async fn stdin(
+        &self,
+        req: Request<tonic::Streaming<StdinInput>>,
+    ) -> Result<Response<StdinResponse>, Status> {
+        let mut input = req.into_inner();
+        let closed =
+            || Status::failed_precondition(format!("container {} has no open stdin", self.id));
+        if self.stdin.lock().await.is_none() {
+            return Err(closed());
+        }
+        while let Some(msg) = input.message().await? {
+            if !msg.data.is_empty() {
+                // Locked per message: several attached clients interleave, as in Docker.
+                let mut sink = self.stdin.lock().await;
+                let w = sink.as_mut().ok_or_else(closed)?;
+                if let Err(e) = w.write_all(&msg.data).await {
+                    // The reader is gone (the init exited): nothing will read stdin again.
+                    *sink = None;
+                    return Err(Status::failed_precondition(format!(
+                        "writing to the container's stdin: {e}"
+                    )));
+                }
+            }
+            if msg.close {
+                // A terminal's master also carries the output: only a pipe is closed.
+                if self.terminal.is_none() {
+                    self.stdin.lock().await.take();
+                }
+                break;
+            }
+        }
+        Ok(Response::new(StdinResponse {}))
+    }
+
+    async fn resize(
+        &self,
+        req: Request<ResizeRequest>,
+    ) -> Result<Response<ResizeResponse>, Status> {
+        let req = req.into_inner();
+        let (h, w) = (
+            crate::exec::clamp16(req.height),
+            crate::exec::clamp16(req.width),
+        );
+        if !req.exec_id.is_empty() {
+            self.execs.resize(&req.exec_id, h, w)?;
+        } else {
+            let master = self.terminal.as_ref().ok_or_else(|| {
+                Status::failed_precondition(format!("container {} has no terminal", self.id))
+            })?;
+            if self.exit.borrow().is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "container {} is not running",
+                    self.id
+                )));
+            }
+            master
+                .resize(h, w)
+                .map_err(|e| Status::internal(format!("resizing the terminal: {e}")))?;
+        }
+        Ok(Response::new(ResizeResponse {}))
     }
 
     async fn shutdown(

@@ -186,6 +186,24 @@ impl Berth {
         c
     }
 
+    /// `sh -c script` with the docker CLI aimed at this Berth (for pipes into `docker`).
+    pub fn shell(&self, script: &str) -> Output {
+        let docker = self.docker_command(&[]);
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        for (k, v) in docker.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        cmd::run(&mut c, DOCKER_TIMEOUT).unwrap_or_else(|e| Output {
+            code: -1,
+            stdout: String::new(),
+            stderr: format!("{e:#}"),
+        })
+    }
+
     /// Runs the real docker CLI against this Berth: `docker <args>`.
     pub fn docker(&self, args: &[&str]) -> Output {
         self.docker_within(args, DOCKER_TIMEOUT)

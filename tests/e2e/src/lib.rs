@@ -21,12 +21,14 @@ pub mod image;
 pub mod otlp;
 pub mod procs;
 pub mod registry;
+pub mod terminal;
 pub mod ticker;
 
 pub use berth::Berth;
 pub use cmd::{Output, wait_until};
 pub use image::{Format, TestImage};
 pub use registry::Registry;
+pub use terminal::Terminal;
 
 /// Prints a progress line to stderr (shown for failing tests), so a failure says which
 /// step it was in.

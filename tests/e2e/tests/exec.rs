@@ -1,31 +1,12 @@
-//! `docker exec` (no TTY) with the real CLI, against Docker's behaviour: output in the
+//! `docker exec` with the real CLI (terminals: tests/tty.rs), against Docker's behaviour: output in the
 //! multiplexed framing, the exit code, -e/-w/-u, a missing command (127 and Docker's
 //! words), -i with piped stdin, -d and exec inspect, exec into a stopped container, and
 //! exec still working after kill -9 of berth-containerd.
 
-use berth_e2e::{Berth, Output, cmd, procs, registry_with_busybox, step, wait_until};
+use berth_e2e::{Berth, procs, registry_with_busybox, step, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use std::process::Command;
 use std::time::Duration;
-
-/// `sh -c script` with the docker CLI aimed at `berth` (for pipes into `docker`).
-fn shell(berth: &Berth, script: &str) -> Output {
-    let docker = berth.docker_command(&[]);
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(script);
-    for (k, v) in docker.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    cmd::run(&mut c, Duration::from_secs(60)).unwrap_or_else(|e| Output {
-        code: -1,
-        stdout: String::new(),
-        stderr: format!("{e:#}"),
-    })
-}
 
 #[test]
 fn docker_exec() {
@@ -117,10 +98,10 @@ fn docker_exec() {
     assert_eq!(out.code, 126, "{out}");
 
     step!("-i: piped stdin reaches the process and its EOF ends it");
-    let out = shell(&berth, "printf 'hi\\nthere\\n' | docker exec -i box cat");
+    let out = berth.shell("printf 'hi\\nthere\\n' | docker exec -i box cat");
     assert!(out.success(), "{out}");
     assert_eq!(out.stdout, "hi\nthere\n");
-    let out = shell(&berth, "printf 'a b c' | docker exec -i box wc -w");
+    let out = berth.shell("printf 'a b c' | docker exec -i box wc -w");
     assert!(out.success(), "{out}");
     assert_eq!(out.stdout.trim(), "3");
 
@@ -148,8 +129,7 @@ fn docker_exec() {
     );
 
     step!("concurrent execs each get their own output and exit code");
-    let out = shell(
-        &berth,
+    let out = berth.shell(
         "for i in 1 2 3 4; do (docker exec box sh -c \"echo n$i; exit $i\"; echo code$i=$?) & done; wait",
     );
     for i in 1..=4 {
@@ -157,14 +137,17 @@ fn docker_exec() {
         assert!(out.stdout.contains(&format!("code{i}={i}\n")), "{out}");
     }
 
-    step!("-t is refused clearly");
-    let out = berth.docker(&["exec", "-t", "box", "true"]);
-    assert!(!out.success(), "{out}");
-    assert!(
-        out.stderr
-            .contains("berth: a TTY for exec (docker exec -t) is not supported yet"),
-        "{out}"
-    );
+    step!("-t without a terminal: one raw stream with the pty's line endings, exit code");
+    let out = berth.docker(&[
+        "exec",
+        "-t",
+        "box",
+        "sh",
+        "-c",
+        "echo a; echo b >&2; exit 6",
+    ]);
+    assert_eq!(out.code, 6, "{out}");
+    assert_eq!(out.stdout, "a\r\nb\r\n", "{out}");
 
     step!("--privileged gives the exec every capability the host grants, only to it");
     let caps = |args: &[&str]| -> u64 {
@@ -252,7 +235,8 @@ fn docker_exec() {
         &format!("/exec/{exec_id}/resize?h=10&w=10"),
         "",
     );
-    assert_eq!(resize.0, 501, "{resize:?}");
+    // A finished exec has no terminal to resize.
+    assert_eq!(resize.0, 409, "{resize:?}");
     let missing = http_json(&berth, "GET", "/exec/nosuchexec/json", "");
     assert_eq!(missing.0, 404);
     assert_eq!(missing.1["message"], "No such exec instance: nosuchexec");
