@@ -153,6 +153,7 @@ pub fn resolve_process(
         tty: cfg.tty,
         console_height: 0,
         console_width: 0,
+        transient: false,
     })
 }
 

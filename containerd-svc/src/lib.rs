@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod freezer;
+pub mod health;
 pub mod hostconfig;
 pub mod names;
 pub mod restart;

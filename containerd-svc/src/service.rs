@@ -160,7 +160,7 @@ impl Service {
         m.entry(id.to_string()).or_default().clone()
     }
 
-    fn emit(&self, rec: &Record, spec: &ContainerSpec, action: &str, exit_code: i32) {
+    pub(crate) fn emit(&self, rec: &Record, spec: &ContainerSpec, action: &str, exit_code: i32) {
         let _ = self.inner.journal.send(ContainerEvent {
             id: rec.id.clone(),
             action: action.to_string(),
@@ -267,6 +267,7 @@ impl Service {
 
     /// Watches one running container until it exits (or its shim vanishes).
     fn spawn_watcher(&self, id: String, pid: i32) {
+        self.spawn_health_monitor(id.clone(), pid);
         let svc = self.clone();
         tokio::spawn(async move {
             let cfg = &svc.inner.cfg;
@@ -536,6 +537,7 @@ impl Service {
             Ok(shim::Spawned { pid, steps }) => {
                 self.record_shim_spans(&rec.id, &steps);
                 let started = rfc3339_nanos(now_unix_nano());
+                self.reset_health(&rec.id, &spec).await?;
                 store::set_running(&self.inner.pool, &rec.id, pid, &started).await?;
                 self.spawn_watcher(rec.id.clone(), pid);
                 let rec = self.resolve(&rec.id).await?;

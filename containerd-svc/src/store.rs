@@ -24,6 +24,8 @@ pub struct Record {
     pub manually_stopped: i64,
     /// The delay before the last policy restart (the back-off doubles it).
     pub restart_delay_ms: i64,
+    /// Docker's Health object as JSON ('' without a healthcheck).
+    pub health: String,
 }
 
 impl Record {
@@ -46,6 +48,7 @@ impl Record {
             error: self.error.clone(),
             oom_killed: false,
             restart_count: self.restart_count as i32,
+            health_json: self.health.clone(),
         })
     }
 }
@@ -68,44 +71,62 @@ pub async fn insert(
     Ok(())
 }
 
+/// `SELECT <every Record column> FROM containers <rest>`, as a static string.
+macro_rules! select_records {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms, health FROM containers ",
+            $rest
+        )
+    };
+}
+
+/// Stores the container's health (Docker's Health object as JSON).
+pub async fn set_health(pool: &SqlitePool, id: &str, health_json: &str) -> Result<(), Error> {
+    sqlx::query("UPDATE containers SET health = ? WHERE id = ?")
+        .bind(health_json)
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// By exact id.
 pub async fn get(pool: &SqlitePool, id: &str) -> Result<Option<Record>, Error> {
-    Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?)
+    Ok(sqlx::query_as::<_, Record>(select_records!("WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
 }
 
 /// By exact name.
 pub async fn get_by_name(pool: &SqlitePool, name: &str) -> Result<Option<Record>, Error> {
-    Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE name = ?",
+    Ok(
+        sqlx::query_as::<_, Record>(select_records!("WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(pool)
+            .await?,
     )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// Ids starting with `prefix` (at most 2: enough to detect ambiguity).
 pub async fn by_prefix(pool: &SqlitePool, prefix: &str) -> Result<Vec<Record>, Error> {
     // Only hex reaches here, so no LIKE metacharacters.
-    Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers WHERE id LIKE ? || '%' LIMIT 2",
+    Ok(
+        sqlx::query_as::<_, Record>(select_records!("WHERE id LIKE ? || '%' LIMIT 2"))
+            .bind(prefix)
+            .fetch_all(pool)
+            .await?,
     )
-    .bind(prefix)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// All records, newest first.
 pub async fn list(pool: &SqlitePool) -> Result<Vec<Record>, Error> {
-    Ok(sqlx::query_as::<_, Record>(
-        "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms FROM containers ORDER BY created DESC",
+    Ok(
+        sqlx::query_as::<_, Record>(select_records!("ORDER BY created DESC"))
+            .fetch_all(pool)
+            .await?,
     )
-    .fetch_all(pool)
-    .await?)
 }
 
 /// The shim reported the container started.

@@ -574,6 +574,7 @@ pub async fn create(
             "OnBuild": null,
             "Labels": labels,
             "StopSignal": if stop_signal.is_empty() { Value::Null } else { json!(stop_signal) },
+            "Healthcheck": merge_healthcheck(req.get("Healthcheck"), img_c.get("Healthcheck")),
         });
         let mut hc = host_config.clone();
         if let Some(o) = hc.as_object_mut() {
@@ -683,13 +684,68 @@ fn json_bytes(b: &[u8]) -> Value {
 }
 
 /// Docker's `Status` text for `docker ps`.
+/// The container's `State.Health` (None without a healthcheck).
+fn health_of(c: &cpb::Container) -> Option<Value> {
+    if c.health_json.is_empty() {
+        return None;
+    }
+    serde_json::from_str(&c.health_json).ok()
+}
+
+/// A container's health status for ps and filters: "starting", "healthy", "unhealthy",
+/// or "none".
+fn health_status(c: &cpb::Container) -> String {
+    health_of(c)
+        .and_then(|h| h.get("Status").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "none".into())
+}
+
+/// Docker's merge of the user's healthcheck over the image's: no healthcheck, or an empty
+/// test, takes the image's; zero durations and retries take the image's values.
+pub fn merge_healthcheck(user: Option<&Value>, image: Option<&Value>) -> Value {
+    let (user, image) = (
+        user.filter(|v| v.is_object()),
+        image.filter(|v| v.is_object()),
+    );
+    let Some(user) = user else {
+        return image.cloned().unwrap_or(Value::Null);
+    };
+    let mut out = user.clone();
+    if let (Some(o), Some(img)) = (out.as_object_mut(), image) {
+        let empty_test = o
+            .get("Test")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if empty_test && let Some(t) = img.get("Test") {
+            o.insert("Test".into(), t.clone());
+        }
+        for k in [
+            "Interval",
+            "Timeout",
+            "StartPeriod",
+            "StartInterval",
+            "Retries",
+        ] {
+            let zero = o.get(k).and_then(Value::as_i64).unwrap_or(0) == 0;
+            if zero && let Some(v) = img.get(k) {
+                o.insert(k.into(), v.clone());
+            }
+        }
+    }
+    out
+}
+
 pub fn status_text(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> String {
     match c.state.as_str() {
         "running" => {
             let since = parse_time(&c.started_at)
                 .map(|t| now - t)
                 .unwrap_or_default();
-            format!("Up {}", human_duration(since))
+            match health_status(c).as_str() {
+                "none" => format!("Up {}", human_duration(since)),
+                "starting" => format!("Up {} (health: starting)", human_duration(since)),
+                h => format!("Up {} ({h})", human_duration(since)),
+            }
         }
         "paused" => {
             let since = parse_time(&c.started_at)
@@ -811,6 +867,17 @@ fn matches_filters(
             "ancestor" => vals
                 .iter()
                 .any(|v| spec.image_ref == *v || spec.image_id.contains(v.as_str())),
+            "health" => {
+                for v in vals {
+                    if !matches!(v.as_str(), "starting" | "healthy" | "unhealthy" | "none") {
+                        // Docker's wording.
+                        return Err(ApiError::bad_request(format!(
+                            "Unrecognised filter value for health: {v}"
+                        )));
+                    }
+                }
+                vals.contains(&health_status(c))
+            }
             other => return Err(ApiError::bad_request(format!("invalid filter '{other}'"))),
         };
         if !ok {
@@ -924,7 +991,7 @@ pub fn inspect_json(c: &cpb::Container, log_path: &str) -> Value {
             s.to_string()
         }
     };
-    json!({
+    let mut out = json!({
         "Id": spec.id,
         "Created": c.created,
         "Path": spec.args.first().cloned().unwrap_or_default(),
@@ -960,7 +1027,15 @@ pub fn inspect_json(c: &cpb::Container, log_path: &str) -> Value {
         "Mounts": ns.get("mounts").cloned().unwrap_or(json!([])),
         "Config": json_bytes(&spec.config_json),
         "NetworkSettings": ns.get("settings").cloned().unwrap_or(Value::Null),
-    })
+    });
+    // Docker leaves Health out (not null) when there is no healthcheck.
+    if let (Some(h), Some(state)) = (
+        health_of(c),
+        out.get_mut("State").and_then(Value::as_object_mut),
+    ) {
+        state.insert("Health".into(), h);
+    }
+    out
 }
 
 /// `GET /containers/{id}/json`.
@@ -1528,6 +1603,31 @@ mod tests {
             effective_command(v(&[""]), v(&["a"]), v(&["x"]), None),
             (None, v(&["a"]))
         );
+    }
+
+    #[test]
+    fn healthchecks_merge_over_the_images() {
+        let image = json!({"Test": ["CMD", "img-probe"], "Interval": 5, "Retries": 7});
+        assert_eq!(merge_healthcheck(None, Some(&image)), image);
+        let user = json!({"Test": ["CMD-SHELL", "mine"], "Interval": 0, "Timeout": 9});
+        let m = merge_healthcheck(Some(&user), Some(&image));
+        assert_eq!(m["Test"], json!(["CMD-SHELL", "mine"]));
+        assert_eq!(
+            (m["Interval"].clone(), m["Timeout"].clone()),
+            (json!(5), json!(9))
+        );
+        assert_eq!(m["Retries"], 7);
+        // Only durations: the test comes from the image.
+        let m = merge_healthcheck(Some(&json!({"Interval": 3})), Some(&image));
+        assert_eq!(m["Test"], json!(["CMD", "img-probe"]));
+        assert_eq!(m["Interval"], 3);
+        // --no-healthcheck wins over the image's.
+        let none = json!({"Test": ["NONE"]});
+        assert_eq!(
+            merge_healthcheck(Some(&none), Some(&image))["Test"],
+            json!(["NONE"])
+        );
+        assert_eq!(merge_healthcheck(None, None), Value::Null);
     }
 
     #[test]

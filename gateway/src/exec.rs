@@ -320,7 +320,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn create_body_maps_to_config_and_refuses_tty() {
+    fn create_body_maps_to_config() {
         let v = json!({"Cmd": ["sh", "-c", "x"], "Env": ["A=1"], "WorkingDir": "/tmp",
             "User": "1000", "AttachStdin": true, "AttachStdout": true, "Tty": false});
         let c = exec_config(&v).unwrap();
@@ -328,11 +328,11 @@ mod tests {
         assert_eq!(c.env, vec!["A=1"]);
         assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/tmp", "1000"));
         assert!(c.attach_stdin && c.attach_stdout && !c.attach_stderr);
-        let e = exec_config(&json!({"Cmd": ["sh"], "Tty": true})).unwrap_err();
-        assert_eq!(e.status, 501);
-        assert_eq!(
-            e.message,
-            "berth: a TTY for exec (docker exec -t) is not supported yet"
+        assert!(!c.tty);
+        assert!(
+            exec_config(&json!({"Cmd": ["sh"], "Tty": true}))
+                .unwrap()
+                .tty
         );
         let e = exec_config(&json!({"Cmd": null})).unwrap_err();
         assert_eq!(e.status, 400);

@@ -503,8 +503,13 @@ impl Execs {
             exited_at_unix_nano: now_unix_nano(),
             pid,
         };
-        // On disk before anyone is told.
-        if let Err(e) = exitfile::write_json(&self.shim_dir, &exit_file_name(&p.exec_id), &rec) {
+        // On disk before anyone is told; a probe's result lives only in its answer, and
+        // the table forgets it (a healthcheck runs every interval for the container's life).
+        if p.transient {
+            self.lock().remove(&p.exec_id);
+        } else if let Err(e) =
+            exitfile::write_json(&self.shim_dir, &exit_file_name(&p.exec_id), &rec)
+        {
             tracing::error!(exec = %p.exec_id, error = %e, "writing the exec exit file");
         }
         let _ = exit_tx.send(Some(rec));

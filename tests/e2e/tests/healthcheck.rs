@@ -1,0 +1,188 @@
+//! Healthchecks with the real CLI: `--health-cmd/-interval/-timeout/-retries/
+//! -start-period`, the status in `docker ps` and `inspect` (Status, FailingStreak, Log),
+//! `--filter health=`, `health_status` events, Docker's timeout wording,
+//! `--no-healthcheck`, and the streak still counting after kill -9 of containerd-svc.
+
+use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::Duration;
+
+fn health(berth: &Berth, name: &str) -> String {
+    berth
+        .inspect("{{.State.Health.Status}}", name)
+        .unwrap_or_default()
+}
+
+fn streak(berth: &Berth, name: &str) -> u64 {
+    berth
+        .inspect("{{.State.Health.FailingStreak}}", name)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Now as `docker events` takes it, to the nanosecond.
+fn unix_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+#[test]
+fn healthchecks() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("health").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+    let t0 = unix_now();
+
+    step!("a failing probe makes it unhealthy after the retries; ps and inspect say so");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "hc",
+            "--health-cmd",
+            "test -f /tmp/ok && echo fine",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "2",
+            &img,
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    let ps = berth
+        .docker_ok(&["ps", "--format", "{{.Status}}", "--filter", "name=hc"])
+        .unwrap();
+    assert!(ps.contains("(health: starting)"), "{ps}");
+    assert!(
+        wait_until(Duration::from_secs(20), || health(&berth, "hc")
+            == "unhealthy"),
+        "{}",
+        health(&berth, "hc")
+    );
+    assert!(streak(&berth, "hc") >= 2);
+    let last = berth
+        .inspect("{{(index .State.Health.Log 0).ExitCode}}", "hc")
+        .unwrap();
+    assert_eq!(last, "1");
+    let ps = berth
+        .docker_ok(&["ps", "--format", "{{.Status}}", "--filter", "name=hc"])
+        .unwrap();
+    assert!(ps.contains("(unhealthy)"), "{ps}");
+
+    step!("once the probe passes: healthy, streak reset, output kept, filter and event");
+    berth
+        .docker_ok(&["exec", "hc", "touch", "/tmp/ok"])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || health(&berth, "hc")
+        == "healthy"));
+    assert_eq!(streak(&berth, "hc"), 0);
+    let log = berth
+        .inspect("{{range .State.Health.Log}}{{.Output}}{{end}}", "hc")
+        .unwrap();
+    assert!(log.contains("fine"), "{log}");
+    let listed = berth
+        .docker_ok(&["ps", "--format", "{{.Names}}", "--filter", "health=healthy"])
+        .unwrap();
+    assert_eq!(listed.trim(), "hc");
+    let listed = berth
+        .docker_ok(&["ps", "-q", "--filter", "health=unhealthy"])
+        .unwrap();
+    assert!(listed.trim().is_empty(), "{listed}");
+    let bad = berth.docker(&["ps", "--filter", "health=weird"]);
+    assert!(!bad.success(), "{bad}");
+    let events = berth
+        .docker_ok(&[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &unix_now(),
+            "--filter",
+            "container=hc",
+            "--format",
+            "{{.Action}}",
+        ])
+        .unwrap();
+    assert!(events.contains("health_status: unhealthy"), "{events}");
+    assert!(events.contains("health_status: healthy"), "{events}");
+
+    step!("the failing streak keeps counting across kill -9 of containerd-svc");
+    berth.docker_ok(&["exec", "hc", "rm", "/tmp/ok"]).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || streak(&berth, "hc") >= 3));
+    let old = berth.service_pid("berth-containerd").unwrap();
+    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || berth
+            .service_pid("berth-containerd")
+            .is_some_and(|p| p != old)
+            && berth.docker(&["ps"]).success()),
+        "containerd-svc did not come back"
+    );
+    let before = streak(&berth, "hc");
+    assert!(before >= 3, "the streak was lost: {before}");
+    assert!(
+        wait_until(Duration::from_secs(20), || streak(&berth, "hc")
+            >= before + 2),
+        "probes stopped after the restart: streak {}",
+        streak(&berth, "hc")
+    );
+    assert_eq!(health(&berth, "hc"), "unhealthy");
+
+    step!("a probe that outlives its timeout: exit -1 and Docker's words");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "slow",
+            "--health-cmd",
+            "sleep 5",
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "300ms",
+            &img,
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || berth
+        .inspect("{{range .State.Health.Log}}{{.Output}}{{end}}", "slow")
+        .is_ok_and(
+            |o| o.contains("Health check exceeded timeout (300ms)")
+        )));
+    let code = berth
+        .inspect("{{(index .State.Health.Log 0).ExitCode}}", "slow")
+        .unwrap();
+    assert_eq!(code, "-1");
+
+    step!("--no-healthcheck and a plain container have no Health");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "plain",
+            "--no-healthcheck",
+            &img,
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    let out = berth.inspect("{{json .State.Health}}", "plain").unwrap();
+    assert_eq!(out.trim(), "null", "{out}");
+    let ps = berth
+        .docker_ok(&["ps", "--format", "{{.Status}}", "--filter", "name=plain"])
+        .unwrap();
+    assert!(!ps.contains("health"), "{ps}");
+    let listed = berth
+        .docker_ok(&["ps", "--format", "{{.Names}}", "--filter", "health=none"])
+        .unwrap();
+    assert_eq!(listed.trim(), "plain");
+}
