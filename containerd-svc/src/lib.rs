@@ -6,6 +6,7 @@
 //! It keeps `docker exec` records in memory and relays each exec's stream between the
 //! gateway and the container's shim ([`exec`]).
 
+pub mod archive;
 pub mod exec;
 pub mod freezer;
 pub mod health;
@@ -35,6 +36,9 @@ pub enum Error {
     /// No such container (Docker's wording).
     #[error("No such container: {0}")]
     NotFound(String),
+    /// Something else that does not exist; the text is the whole message.
+    #[error("{0}")]
+    Missing(String),
     /// No such exec instance (Docker's wording).
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
@@ -65,7 +69,9 @@ impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
         let msg = e.to_string();
         match e {
-            Error::NotFound(_) | Error::NoSuchExec(_) => tonic::Status::not_found(msg),
+            Error::NotFound(_) | Error::NoSuchExec(_) | Error::Missing(_) => {
+                tonic::Status::not_found(msg)
+            }
             Error::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(msg),

@@ -1002,6 +1002,7 @@ pub fn cgroup_leaves(parent: &str, id: &str) -> Vec<std::path::PathBuf> {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, Status>> + Send>>;
 type ExecOutputStream = Pin<Box<dyn Stream<Item = Result<ExecStartOutput, Status>> + Send>>;
+type ArchiveStream = Pin<Box<dyn Stream<Item = Result<ArchiveChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Containers for Service {
@@ -1178,6 +1179,35 @@ impl Containers for Service {
     ) -> Result<Response<ResizeResponse>, Status> {
         Service::resize(self, req.into_inner()).await?;
         Ok(Response::new(ResizeResponse {}))
+    }
+
+    async fn archive_stat(
+        &self,
+        req: Request<ArchiveRequest>,
+    ) -> Result<Response<PathStat>, Status> {
+        Ok(Response::new(
+            Service::archive_stat(self, req.into_inner()).await?,
+        ))
+    }
+
+    type ArchiveGetStream = ArchiveStream;
+
+    async fn archive_get(
+        &self,
+        req: Request<ArchiveRequest>,
+    ) -> Result<Response<Self::ArchiveGetStream>, Status> {
+        let rx = Service::archive_get(self, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn archive_put(
+        &self,
+        req: Request<tonic::Streaming<ArchivePutInput>>,
+    ) -> Result<Response<ArchivePutResponse>, Status> {
+        Service::archive_put(self, req.into_inner()).await?;
+        Ok(Response::new(ArchivePutResponse {}))
     }
 }
 

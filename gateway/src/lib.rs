@@ -5,6 +5,7 @@
 
 #![recursion_limit = "256"]
 
+pub mod archive;
 pub mod containers;
 pub mod detach;
 pub mod df;
@@ -157,6 +158,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/containers/{id}/unpause", post(containers::unpause))
         .route("/containers/{id}/attach", post(streams::attach))
         .route("/containers/{id}/resize", post(streams::resize))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
         .route("/containers/{id}/logs", get(streams::logs))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/{id}/exec", post(exec::create))
