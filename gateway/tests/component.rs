@@ -135,8 +135,8 @@ fn ping_version_and_errors_without_services() {
     // Routes Berth lacks: 501 with "not supported"; unknown paths: 404.
     let (code, _, body) = request(
         &gw.socket,
-        "GET",
-        "/v1.50/containers/abc/archive?path=/",
+        "POST",
+        "/v1.50/commit?container=abc",
         "",
     );
     assert_eq!(code, 501);
