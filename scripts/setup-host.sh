@@ -8,6 +8,7 @@
 #   skopeo           pushes the e2e test image into the registry
 #   prometheus       the observability test scrapes Berth's metrics with the real thing
 #   procps           `ps`, which `docker top` runs (as dockerd does)
+#   tini             its static build is the init of `docker run --init` (Docker ships tini)
 #   systemd          only for `systemd-analyze verify` of deploy/systemd (if missing)
 set -euo pipefail
 
@@ -16,7 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps)
+packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps tini)
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     packages+=(systemd)
 fi

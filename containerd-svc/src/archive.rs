@@ -136,19 +136,24 @@ impl Root {
         Ok((self.open_dir(parent, path)?, name))
     }
 
-    /// lstat of `path`: the last component is not followed.
-    pub fn stat(&self, path: &str) -> Result<PathStat, Error> {
-        let (dir, name) = self.split(path)?;
-        let name = name.unwrap_or_else(|| ".".into());
-        let st = fstatat(
-            &dir,
+    /// lstat of `name` in `dir`; a missing one is Docker's "Could not find" for `path`.
+    fn lstat_at(&self, dir: &OwnedFd, name: &OsString, path: &str) -> Result<FileStat, Error> {
+        fstatat(
+            dir,
             name.as_os_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(|e| match e {
             nix::Error::ENOENT => self.not_found(path),
             e => Error::Internal(format!("stat {path}: {e}")),
-        })?;
+        })
+    }
+
+    /// lstat of `path`: the last component is not followed.
+    pub fn stat(&self, path: &str) -> Result<PathStat, Error> {
+        let (dir, name) = self.split(path)?;
+        let name = name.unwrap_or_else(|| ".".into());
+        let st = self.lstat_at(&dir, &name, path)?;
         let link_target = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
             nix::fcntl::readlinkat(&dir, name.as_os_str())
                 .map(|t| t.to_string_lossy().into_owned())
@@ -176,15 +181,7 @@ impl Root {
         match name {
             Some(name) => {
                 // Existence (and Docker's 404) before any byte goes out.
-                fstatat(
-                    &dir,
-                    name.as_os_str(),
-                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| match e {
-                    nix::Error::ENOENT => self.not_found(path),
-                    e => Error::Internal(format!("stat {path}: {e}")),
-                })?;
+                self.lstat_at(&dir, &name, path)?;
                 append(&mut b, &dir, &name, &entry)?
             }
             None => append_dir_contents(&mut b, &dir, &entry, true)?,

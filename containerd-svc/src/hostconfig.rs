@@ -304,15 +304,45 @@ fn seccomp_profile(text: &str) -> Result<Value, Error> {
     Ok(out)
 }
 
+/// Where Docker mounts its init in the container.
+pub const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
+
+/// `--init`: the init runs as PID 1 (reaping zombies, passing signals on) with the
+/// command after `--`, bind-mounted read-only from the host.
+fn add_init(config: &mut Value, init: &Path) {
+    let mut args = vec![json!(INIT_IN_CONTAINER), json!("--")];
+    args.extend(
+        config["process"]["args"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    config["process"]["args"] = json!(args);
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        mounts.push(json!({
+            "destination": INIT_IN_CONTAINER,
+            "type": "bind",
+            "source": init.display().to_string(),
+            "options": ["bind", "ro", "nosuid", "nodev"],
+        }));
+    }
+}
+
 /// Applies the HostConfig options to `config` (built from Docker's defaults).
-pub fn apply(hc: &Value, config: &mut Value, rootfs: &Path) -> Result<(), Error> {
+pub fn apply(
+    hc: &Value,
+    config: &mut Value,
+    rootfs: &Path,
+    init_binary: Option<&Path>,
+) -> Result<(), Error> {
     if hc.is_null() {
         return Ok(());
     }
     if hc.get("Init").and_then(Value::as_bool) == Some(true) {
-        return Err(Error::Unimplemented(
-            "--init (no init binary ships with Berth yet)".into(),
-        ));
+        let init = init_binary.ok_or_else(|| {
+            Error::Unimplemented("--init without an init binary (install tini)".into())
+        })?;
+        add_init(config, init);
     }
     let privileged = hc.get("Privileged").and_then(Value::as_bool) == Some(true);
     let defaults: Vec<String> = config["process"]["capabilities"]["bounding"]
@@ -561,7 +591,7 @@ mod tests {
             "ReadonlyRootfs": true, "SecurityOpt": ["no-new-privileges"],
         });
         let mut c = base();
-        apply(&hc, &mut c, t.path()).unwrap();
+        apply(&hc, &mut c, t.path(), None).unwrap();
         let r = &c["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 150_000);
         assert_eq!(r["cpu"]["period"], 100_000);
@@ -600,19 +630,37 @@ mod tests {
             json!({"Devices": [{"PathOnHost": "/nonexistent"}]}),
         ];
         for hc in bad {
-            assert!(apply(&hc, &mut base(), t.path()).is_err(), "{hc}");
+            assert!(apply(&hc, &mut base(), t.path(), None).is_err(), "{hc}");
         }
         assert!(matches!(
-            apply(&json!({"Init": true}), &mut base(), t.path()),
+            apply(&json!({"Init": true}), &mut base(), t.path(), None),
             Err(Error::Unimplemented(_))
         ));
+        // With an init: it runs as PID 1 with the command after "--", mounted read-only.
+        let mut c = base();
+        c["process"]["args"] = json!(["sleep", "1"]);
+        apply(
+            &json!({"Init": true}),
+            &mut c,
+            t.path(),
+            Some(Path::new("/usr/bin/tini-static")),
+        )
+        .unwrap();
+        assert_eq!(
+            c["process"]["args"],
+            json!([INIT_IN_CONTAINER, "--", "sleep", "1"])
+        );
+        let m = c["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(m["source"], "/usr/bin/tini-static");
+        assert_eq!(m["destination"], INIT_IN_CONTAINER);
+        assert!(m["options"].as_array().unwrap().contains(&json!("ro")));
     }
 
     #[test]
     fn privileged_and_seccomp() {
         let t = tempfile::tempdir().unwrap();
         let mut c = base();
-        apply(&json!({"Privileged": true}), &mut c, t.path()).unwrap();
+        apply(&json!({"Privileged": true}), &mut c, t.path(), None).unwrap();
         assert!(c["linux"].get("seccomp").is_none());
         assert_eq!(c["linux"]["maskedPaths"], json!([]));
         assert!(
@@ -629,6 +677,7 @@ mod tests {
             &json!({"SecurityOpt": [format!("seccomp={profile}")]}),
             &mut c,
             t.path(),
+            None,
         )
         .unwrap();
         assert_eq!(c["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
@@ -641,6 +690,7 @@ mod tests {
             &json!({"SecurityOpt": ["seccomp=unconfined"]}),
             &mut c,
             t.path(),
+            None,
         )
         .unwrap();
         assert!(c["linux"].get("seccomp").is_none());

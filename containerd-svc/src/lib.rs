@@ -97,6 +97,8 @@ pub struct Config {
     pub logd_socket: PathBuf,
     /// Cgroup parent: containers land in `/<parent>/<id>`.
     pub cgroup_parent: String,
+    /// The static init `--init` bind-mounts at /sbin/docker-init (None: --init refused).
+    pub init_binary: Option<PathBuf>,
 }
 
 impl Config {
@@ -125,6 +127,19 @@ pub fn find_shim_binary() -> Option<PathBuf> {
             .map(|d| d.join("berth-shim"))
             .find(|p| p.is_file())
     })
+}
+
+/// A static init for `--init`: Docker ships tini as docker-init; Debian's `tini` package
+/// has a static build (a container may have no libc).
+pub fn find_init_binary() -> Option<PathBuf> {
+    [
+        "/usr/bin/tini-static",
+        "/usr/bin/docker-init",
+        "/usr/libexec/docker/docker-init",
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
 }
 
 /// Unix nanoseconds of an RFC 3339 time.

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use berth_containerd::service::Service;
-use berth_containerd::{Config, MIGRATOR, SERVICE, find_shim_binary};
+use berth_containerd::{Config, MIGRATOR, SERVICE, find_init_binary, find_shim_binary};
 use berth_proto::containers::containers_server::ContainersServer;
 use clap::Parser;
 use std::path::PathBuf;
@@ -21,6 +21,10 @@ struct Args {
     /// Cgroup parent for containers (default: the instance's, e.g. `berth`).
     #[arg(long)]
     cgroup_parent: Option<String>,
+    /// The init `--init` runs as PID 1 (default: daemon.json `init-path`, else the
+    /// host's static tini or docker-init).
+    #[arg(long)]
+    init_path: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -40,6 +44,14 @@ async fn main() -> anyhow::Result<()> {
         shim_binary,
         logd_socket: args.logd_socket.unwrap_or_else(|| roots.socket("logd")),
         cgroup_parent: args.cgroup_parent.unwrap_or_else(|| roots.cgroup_parent()),
+        init_binary: args
+            .init_path
+            .or_else(|| {
+                let doc =
+                    berth_kit::reload::read_daemon_json(args.common.config_file.as_deref()).ok()?;
+                doc.get("init-path")?.as_str().map(PathBuf::from)
+            })
+            .or_else(find_init_binary),
     };
     std::fs::create_dir_all(&cfg.bundles_dir)?;
     std::fs::create_dir_all(&cfg.shims_dir)?;

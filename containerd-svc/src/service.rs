@@ -447,11 +447,15 @@ impl Service {
             }
             // Validates the spec and writes the bundle before the record exists, so a bad
             // spec leaves nothing behind.
-            spec::write_bundle(&spec, &bundle, &self.inner.cfg.cgroup_parent).inspect_err(
-                |_| {
-                    let _ = std::fs::remove_dir_all(&bundle);
-                },
-            )?;
+            spec::write_bundle(
+                &spec,
+                &bundle,
+                &self.inner.cfg.cgroup_parent,
+                self.inner.cfg.init_binary.as_deref(),
+            )
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&bundle);
+            })?;
             match store::insert(pool, &spec, &created).await {
                 Ok(()) => break,
                 Err(e) if berth_kit::db::is_unique_violation(&e) => {
@@ -828,7 +832,8 @@ impl Service {
             .map_err(|e| Error::Internal(format!("encoding HostConfig: {e}")))?;
         let bundle = self.inner.cfg.bundle(&rec.id);
         let cgroup_parent = &self.inner.cfg.cgroup_parent;
-        spec::write_bundle(&spec, &bundle, cgroup_parent)?;
+        let init = self.inner.cfg.init_binary.as_deref();
+        spec::write_bundle(&spec, &bundle, cgroup_parent, init)?;
         store::set_spec(&self.inner.pool, &rec.id, &spec).await?;
         if rec.state == "running" || rec.state == "paused" {
             let rel = format!("/{cgroup_parent}/{}", rec.id);
@@ -844,7 +849,7 @@ impl Service {
             .map_err(|e| Error::Internal(format!("updating the cgroup: {e}")))
             .and_then(|r| r);
             if let Err(e) = applied {
-                spec::write_bundle(&old_spec, &bundle, cgroup_parent)?;
+                spec::write_bundle(&old_spec, &bundle, cgroup_parent, init)?;
                 store::set_spec(&self.inner.pool, &rec.id, &old_spec).await?;
                 return Err(e);
             }

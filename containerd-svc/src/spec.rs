@@ -222,7 +222,12 @@ pub fn effective_hostname(spec: &ContainerSpec) -> String {
 
 /// Builds config.json for `spec`; `bundle` is where the /etc files live, `cgroup_parent`
 /// the instance's cgroup parent.
-pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result<Value, Error> {
+pub fn build(
+    spec: &ContainerSpec,
+    bundle: &Path,
+    cgroup_parent: &str,
+    init_binary: Option<&Path>,
+) -> Result<Value, Error> {
     if spec.args.is_empty() {
         return Err(Error::InvalidArgument("no command specified".into()));
     }
@@ -391,13 +396,18 @@ pub fn build(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result
         serde_json::from_slice(&spec.host_config_json)
             .map_err(|e| Error::InvalidArgument(format!("bad HostConfig: {e}")))?
     };
-    crate::hostconfig::apply(&host_config, &mut config, rootfs)?;
+    crate::hostconfig::apply(&host_config, &mut config, rootfs, init_binary)?;
     Ok(config)
 }
 
 /// Writes `config.json` and the /etc files into `bundle` (created if needed).
-pub fn write_bundle(spec: &ContainerSpec, bundle: &Path, cgroup_parent: &str) -> Result<(), Error> {
-    let config = build(spec, bundle, cgroup_parent)?;
+pub fn write_bundle(
+    spec: &ContainerSpec,
+    bundle: &Path,
+    cgroup_parent: &str,
+    init_binary: Option<&Path>,
+) -> Result<(), Error> {
+    let config = build(spec, bundle, cgroup_parent, init_binary)?;
     let io = |what: String| move |e: std::io::Error| Error::Internal(format!("{what}: {e}"));
     std::fs::create_dir_all(bundle).map_err(io(format!("creating {}", bundle.display())))?;
     let files = EtcFiles {
@@ -443,7 +453,7 @@ mod tests {
     fn defaults_caps_namespaces_mounts() {
         let d = tempfile::tempdir().unwrap();
         let s = base(d.path());
-        let spec = parse(build(&s, Path::new("/b"), "berth").unwrap());
+        let spec = parse(build(&s, Path::new("/b"), "berth", None).unwrap());
         let p = spec.process().as_ref().unwrap();
         let caps = p.capabilities().as_ref().unwrap();
         let bounding = caps.bounding().as_ref().unwrap();
@@ -521,7 +531,7 @@ mod tests {
             r#type: "bind".into(),
             options: vec!["ro".into()],
         }];
-        let spec = parse(build(&s, Path::new("/b"), "p").unwrap());
+        let spec = parse(build(&s, Path::new("/b"), "p", None).unwrap());
         let linux = spec.linux().as_ref().unwrap();
         let net = linux
             .namespaces()
@@ -552,7 +562,7 @@ mod tests {
 
         s.mounts[0].destination = "rel".into();
         assert!(matches!(
-            build(&s, Path::new("/b"), "p"),
+            build(&s, Path::new("/b"), "p", None),
             Err(Error::InvalidArgument(_))
         ));
     }
@@ -569,7 +579,7 @@ mod tests {
             options: vec![],
         };
         s.mounts = vec![bind("/vol", "/etc"), bind("/mine", "/etc/hostname")];
-        let spec = parse(build(&s, Path::new("/b"), "p").unwrap());
+        let spec = parse(build(&s, Path::new("/b"), "p", None).unwrap());
         let dests: Vec<(String, String)> = spec
             .mounts()
             .as_ref()

@@ -312,6 +312,22 @@ impl Berth {
         procs::child_named(self.pid()?, name)
     }
 
+    /// Kills service `name` (e.g. "berth-containerd") with SIGKILL and waits until
+    /// berthd has started a new one and the API answers `docker ps` again.
+    pub fn kill9_and_wait(&self, name: &str) -> Result<()> {
+        let old = self
+            .service_pid(name)
+            .with_context(|| format!("{name} is not running"))?;
+        kill(Pid::from_raw(old as i32), Signal::SIGKILL)?;
+        let back = cmd::wait_until(Duration::from_secs(30), || {
+            self.service_pid(name).is_some_and(|p| p != old) && self.docker(&["ps"]).success()
+        });
+        if !back {
+            bail!("{name} did not come back after kill -9");
+        }
+        Ok(())
+    }
+
     /// berthd's output so far (its own log and every service's).
     pub fn log(&self) -> String {
         self.home

@@ -4,8 +4,6 @@
 //! `--no-healthcheck`, and the streak still counting after kill -9 of containerd-svc.
 
 use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::time::Duration;
 
 fn health(berth: &Berth, name: &str) -> String {
@@ -115,15 +113,7 @@ fn healthchecks() {
     step!("the failing streak keeps counting across kill -9 of containerd-svc");
     berth.docker_ok(&["exec", "hc", "rm", "/tmp/ok"]).unwrap();
     assert!(wait_until(Duration::from_secs(20), || streak(&berth, "hc") >= 3));
-    let old = berth.service_pid("berth-containerd").unwrap();
-    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || berth
-            .service_pid("berth-containerd")
-            .is_some_and(|p| p != old)
-            && berth.docker(&["ps"]).success()),
-        "containerd-svc did not come back"
-    );
+    berth.kill9_and_wait("berth-containerd").unwrap();
     let before = streak(&berth, "hc");
     assert!(before >= 3, "the streak was lost: {before}");
     assert!(

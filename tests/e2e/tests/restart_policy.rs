@@ -3,8 +3,6 @@
 //! counting across a kill -9 of containerd-svc, and Docker's errors for bad policies.
 
 use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use std::time::Duration;
 
 fn restarts(berth: &Berth, name: &str) -> u32 {
@@ -136,15 +134,7 @@ fn restart_policies() {
     assert!(wait_until(Duration::from_secs(30), || restarts(
         &berth, "cycler"
     ) >= 1));
-    let old = berth.service_pid("berth-containerd").unwrap();
-    kill(Pid::from_raw(old as i32), Signal::SIGKILL).unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || berth
-            .service_pid("berth-containerd")
-            .is_some_and(|p| p != old)
-            && berth.docker(&["ps"]).success()),
-        "containerd-svc did not come back"
-    );
+    berth.kill9_and_wait("berth-containerd").unwrap();
     let before = restarts(&berth, "cycler");
     assert!(before >= 1, "the count was lost: {before}");
     assert!(

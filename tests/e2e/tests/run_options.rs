@@ -5,6 +5,7 @@
 //! update` of a running and of a stopped container.
 
 use berth_e2e::{Berth, registry_with_busybox, step};
+use std::time::Duration;
 
 /// A bit of `CapEff` in /proc/self/status (CAP_CHOWN = 0, CAP_NET_ADMIN = 12, ...).
 fn cap_eff(berth: &Berth, img: &str, extra: &[&str]) -> u64 {
@@ -242,7 +243,35 @@ fn run_options() {
     assert_eq!(mem, (96u64 << 20).to_string());
     berth.docker_ok(&["rm", "-f", "upd"]).unwrap();
 
-    step!("bad options are Docker's errors; --init is not supported yet (501)");
+    step!("--init: tini is PID 1, passes SIGTERM on (a quick stop), reaps orphans");
+    let out = berth
+        .docker_ok(&[
+            "run", "--rm", "--init", &img, "sh", "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; (sleep 0.1 &); sleep 0.3; cat /proc/[0-9]*/stat | grep -c ') Z ' || true",
+        ])
+        .unwrap();
+    assert!(out.starts_with("/sbin/docker-init -- sh -c"), "{out}");
+    assert!(out.trim_end().ends_with('0'), "a zombie was left: {out}");
+    berth
+        .docker_ok(&[
+            "run", "-d", "--init", "--name", "inited", &img, "sleep", "1000",
+        ])
+        .unwrap();
+    let started = std::time::Instant::now();
+    berth.docker_ok(&["stop", "-t", "8", "inited"]).unwrap();
+    // sleep as PID 1 would ignore SIGTERM and take the whole 8 s (then SIGKILL).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        berth.inspect("{{.State.ExitCode}}", "inited").unwrap(),
+        "143"
+    );
+    berth.docker_ok(&["rm", "inited"]).unwrap();
+
+    step!("bad options are Docker's errors");
     let out = berth.docker(&["run", "--rm", "--cap-add", "NOT_A_CAP", &img, "true"]);
     assert!(
         !out.success() && out.stderr.contains("unknown capability"),
@@ -250,11 +279,6 @@ fn run_options() {
     );
     let out = berth.docker(&["run", "--rm", "--ulimit", "nofile=20:10", &img, "true"]);
     assert!(!out.success(), "{out}");
-    let out = berth.docker(&["run", "--rm", "--init", &img, "true"]);
-    assert!(
-        !out.success() && out.stderr.contains("not supported yet"),
-        "{out}"
-    );
     assert_eq!(
         berth.docker_ok(&["ps", "-aq"]).unwrap(),
         "",

@@ -1,7 +1,7 @@
 //! Terminals and stdin with the real CLI, the CLI itself on a pseudo-terminal as a person
 //! would run it: `docker run -it` (a real pty in the container, its initial size, window
 //! resize, ctrl-C reaching the foreground process, the exit code), detaching with
-//! ctrl-p ctrl-q and `docker attach` back, `docker exec -it` (size, resize, exit code),
+//! ctrl-p ctrl-q and `docker attach` back (after kill -9 of containerd-svc too), `docker exec -it` (size, resize, exit code),
 //! `-t` alone (raw output and logs), and `-i` with piped stdin that closes properly.
 
 use berth_e2e::{Berth, Terminal, registry_with_busybox, step, wait_until};
@@ -13,6 +13,22 @@ const T: Duration = Duration::from_secs(30);
 fn line(term: &mut Terminal, text: &str) {
     term.send(format!("{text}\r").as_bytes())
         .expect("typing into the terminal");
+}
+
+/// Asks the shell for its terminal's size (rows x columns) until it is `want`. The
+/// quotes keep the echo of the typed line from matching what the output shows.
+fn size_becomes(term: &mut Terminal, want: &str) -> bool {
+    for i in 0..50 {
+        line(term, &format!("echo siz\"\"e{i}=$(stty size | tr ' ' x)"));
+        if term.expect(&format!("size{i}="), T).is_err() {
+            return false;
+        }
+        if term.expect("\n", T).is_ok_and(|rest| rest.contains(want)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 #[test]
@@ -38,23 +54,11 @@ fn terminals_and_stdin() {
     assert!(shown.contains("term=xterm"), "{shown}");
     assert!(shown.contains("30 100"), "{shown}");
     term.resize(41, 132).unwrap();
-    // The CLI learns the new size from SIGWINCH and sends it; poll until it lands. The
-    // quotes keep the echo of the typed line from matching what the output shows.
-    let mut resized = false;
-    for i in 0..50 {
-        line(
-            &mut term,
-            &format!("echo siz\"\"e{i}=$(stty size | tr ' ' x)"),
-        );
-        term.expect(&format!("size{i}="), T).unwrap();
-        let rest = term.expect("\n", T).unwrap();
-        if rest.contains("41x132") {
-            resized = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(resized, "the window size never reached the container");
+    // The CLI learns the new size from SIGWINCH and sends it.
+    assert!(
+        size_becomes(&mut term, "41x132"),
+        "the window size never reached the container"
+    );
     line(&mut term, "sleep 100");
     std::thread::sleep(Duration::from_millis(500));
     term.send(b"\x03").unwrap();
@@ -86,6 +90,9 @@ fn terminals_and_stdin() {
     term.send(b"\x10\x11").unwrap();
     assert_eq!(term.wait(T).unwrap(), 0, "{}", term.screen());
     assert_eq!(berth.inspect("{{.State.Running}}", "keep").unwrap(), "true");
+    // The shim holds the terminal: containerd-svc's crash loses nothing of it.
+    berth.kill9_and_wait("berth-containerd").unwrap();
+    assert_eq!(berth.inspect("{{.State.Running}}", "keep").unwrap(), "true");
     let mut term = Terminal::spawn(berth.docker_command(&["attach", "keep"]), 24, 80).unwrap();
     // attach shows only new output: ask for some.
     std::thread::sleep(Duration::from_millis(500));
@@ -110,20 +117,10 @@ fn terminals_and_stdin() {
     assert!(shown.contains("/dev/pts/"), "{shown}");
     assert!(shown.contains("20 70"), "{shown}");
     term.resize(25, 90).unwrap();
-    let mut resized = false;
-    for i in 0..50 {
-        line(
-            &mut term,
-            &format!("echo siz\"\"e{i}=$(stty size | tr ' ' x)"),
-        );
-        term.expect(&format!("size{i}="), T).unwrap();
-        if term.expect("\n", T).unwrap().contains("25x90") {
-            resized = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(resized, "the exec's window size never changed");
+    assert!(
+        size_becomes(&mut term, "25x90"),
+        "the exec's window size never changed"
+    );
     line(&mut term, "exit 5");
     assert_eq!(term.wait(T).unwrap(), 5);
     assert_eq!(berth.inspect("{{.State.Running}}", "box").unwrap(), "true");
