@@ -51,6 +51,32 @@ pub fn decode_registry_auth(headers: &HeaderMap) -> Result<images::RegistryAuth,
     })
 }
 
+/// `POST /auth` (`docker login`): imaged checks the credentials with the registry; the
+/// CLI keeps them and sends them with each pull and push.
+pub async fn login(
+    State(st): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let req = images::CheckAuthRequest {
+        server: s("serveraddress"),
+        username: s("username"),
+        password: s("password"),
+    };
+    let mut c = st.services.images.clone();
+    call(IMAGED, c.check_auth(req)).await?;
+    Ok(Json(
+        json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+    ))
+}
+
 /// `fromImage` + `tag` as the CLI sends them, joined into one reference.
 pub fn pull_reference(from_image: &str, tag: &str) -> String {
     if tag.is_empty() {

@@ -131,6 +131,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/system/df", get(df::system_df))
         .route("/plugins", get(system::plugins))
         .route("/build/prune", post(system::build_prune))
+        .route("/auth", post(images::login))
         .route("/images/create", post(images::create))
         .route("/images/json", get(images::list))
         .route(

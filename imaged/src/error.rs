@@ -18,6 +18,9 @@ pub enum ImagedError {
     /// A registry could not be reached (message in Docker's wording).
     #[error("{0}")]
     Unavailable(String),
+    /// The registry refused the credentials (message in Docker's wording).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The registry answered something we cannot use.
     #[error("{0}")]
     Registry(String),
@@ -64,6 +67,7 @@ impl From<ImagedError> for tonic::Status {
             ImagedError::AlreadyExists(_) => tonic::Status::already_exists(msg),
             ImagedError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             ImagedError::Unavailable(_) => tonic::Status::unavailable(msg),
+            ImagedError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             ImagedError::Registry(_)
             | ImagedError::BadLayer(_)
             | ImagedError::Io { .. }

@@ -163,6 +163,17 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn check_auth(
+        &self,
+        request: Request<berth_proto::images::CheckAuthRequest>,
+    ) -> Result<Response<berth_proto::images::CheckAuthResponse>, Status> {
+        let r = request.into_inner();
+        self.imaged
+            .check_auth(&r.server, &r.username, &r.password)
+            .await?;
+        Ok(Response::new(berth_proto::images::CheckAuthResponse {}))
+    }
+
     async fn history(
         &self,
         request: Request<berth_proto::images::HistoryRequest>,

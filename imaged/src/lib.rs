@@ -13,6 +13,7 @@ pub mod changes;
 pub mod error;
 pub mod export;
 pub mod grpc;
+pub mod login;
 pub mod lookup;
 pub mod manage;
 pub mod metrics;
@@ -163,6 +164,11 @@ impl Imaged {
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         }
+    }
+
+    /// Whether daemon.json's `insecure-registries` names `registry` (plain HTTP).
+    pub fn is_insecure(&self, registry: &str) -> bool {
+        self.inner.insecure.iter().any(|r| r == registry)
     }
 
     /// The database access.

@@ -312,8 +312,7 @@ fn random_name(suffix: &str) -> String {
 
 impl Imaged {
     fn client_for(&self, registry: &str, platform: &Platform) -> (Client, &'static str) {
-        let insecure =
-            is_loopback_registry(registry) || self.inner.insecure.iter().any(|r| r == registry);
+        let insecure = is_loopback_registry(registry) || self.is_insecure(registry);
         let (protocol, scheme) = if insecure {
             (ClientProtocol::Http, "http")
         } else {

@@ -205,20 +205,29 @@ impl TestImage {
         repo_tag: &str,
         format: Format,
     ) -> Result<(String, String)> {
+        self.push_as(registry, repo_tag, format, None)
+    }
+
+    /// As [`Self::push`], logging in as `user:password` when given.
+    pub fn push_as(
+        &self,
+        registry: &Registry,
+        repo_tag: &str,
+        format: Format,
+        creds: Option<&str>,
+    ) -> Result<(String, String)> {
         let reference = format!("127.0.0.1:{}/{repo_tag}", registry.port());
         let digest_file = self.dir.path().join(format!(
             "pushed-{}.digest",
             repo_tag.replace(['/', ':'], "_")
         ));
         let mut c = Command::new("skopeo");
-        c.args([
-            "copy",
-            "--insecure-policy",
-            "--dest-tls-verify=false",
-            "--dest-no-creds",
-        ])
-        .arg("--digestfile")
-        .arg(&digest_file);
+        c.args(["copy", "--insecure-policy", "--dest-tls-verify=false"]);
+        match creds {
+            Some(c_) => c.arg("--dest-creds").arg(c_),
+            None => c.arg("--dest-no-creds"),
+        };
+        c.arg("--digestfile").arg(&digest_file);
         if format == Format::DockerV2 {
             c.args(["--format", "v2s2"]);
         }

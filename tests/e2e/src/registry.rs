@@ -1,5 +1,6 @@
 //! A private registry for one test: Debian's `docker-registry` (the real distribution
-//! registry) on a free loopback port, with its own storage and no auth.
+//! registry) on a free loopback port, with its own storage, and no auth unless asked
+//! for a password (htpasswd).
 //!
 //! Debian's packaged config enables auth and listens on all interfaces, so each test
 //! writes its own.
@@ -30,6 +31,16 @@ pub fn free_port() -> Result<u16> {
 impl Registry {
     /// Starts a registry and waits until `GET /v2/` answers 200.
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// Starts a registry that requires `user`/`password` (htpasswd, HTTP Basic) and waits
+    /// until `GET /v2/` answers 401.
+    pub fn start_with_password(user: &str, password: &str) -> Result<Self> {
+        Self::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(login: Option<(&str, &str)>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("berth-reg")
             .tempdir_in("/tmp")?;
@@ -40,16 +51,24 @@ impl Registry {
             let storage = dir.path().join("storage");
             std::fs::create_dir_all(&storage)?;
             let config = dir.path().join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\n\
-                     log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{port}\n",
-                    storage.display()
-                ),
-            )?;
+            let mut yml = format!(
+                "version: 0.1\n\
+                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            );
+            if let Some((user, password)) = login {
+                let htpasswd = dir.path().join("htpasswd");
+                let hash = bcrypt::hash(password, 4).context("hashing the password")?;
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+                yml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&config, yml)?;
+            let ready = if login.is_some() { 401 } else { 200 };
             let log = std::fs::File::create(dir.path().join("registry.log"))?;
             let child = Command::new(REGISTRY_BIN)
                 .arg("serve")
@@ -63,7 +82,7 @@ impl Registry {
             let exited = |c: &mut Child| !matches!(c.try_wait(), Ok(None));
             let up = cmd::wait_until(Duration::from_secs(20), || {
                 exited(&mut child)
-                    || matches!(http::tcp_request(port, "GET", "/v2/", None), Ok(r) if r.status == 200)
+                    || matches!(http::tcp_request(port, "GET", "/v2/", None), Ok(r) if r.status == ready)
             });
             if up && !exited(&mut child) {
                 return Ok(Self { child, port, dir });
@@ -72,7 +91,7 @@ impl Registry {
             let _ = child.wait();
             last_err = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
         }
-        bail!("docker-registry never answered GET /v2/ with 200; its log:\n{last_err}")
+        bail!("docker-registry never answered GET /v2/; its log:\n{last_err}")
     }
 
     /// The loopback port it listens on.

@@ -1,0 +1,79 @@
+//! A registry that requires a password (Debian's docker-registry with htpasswd) and the
+//! real CLI: a pull without credentials is refused, `docker login` with a wrong password
+//! fails with Docker's words and with the right one says "Login Succeeded", the CLI's
+//! stored credentials then reach the registry on pull (X-Registry-Auth), and after
+//! `docker logout` the pull is refused again.
+
+use berth_e2e::{Berth, Format, Registry, TestImage, step};
+
+#[test]
+fn login_and_pull_with_a_password() {
+    let registry = Registry::start_with_password("tester", "s3cret-pw").unwrap();
+    let image = TestImage::build().unwrap();
+    let (reference, _) = image
+        .push_as(
+            &registry,
+            "private/busybox:latest",
+            Format::Oci,
+            Some("tester:s3cret-pw"),
+        )
+        .unwrap();
+    let berth = Berth::start("login").unwrap();
+    let host = registry.host();
+
+    step!("no credentials: the registry's refusal");
+    let out = berth.docker(&["pull", &reference]);
+    assert!(!out.success(), "{out}");
+    // Docker's words for a refused pull.
+    assert!(
+        out.stderr.contains("pull access denied") && out.stderr.contains("docker login"),
+        "{out}"
+    );
+
+    step!("docker login: a wrong password is refused, the right one accepted");
+    let out = berth.docker(&["login", "-u", "tester", "-p", "wrong", &host]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "login attempt to http://{host}/v2/ failed with status: 401 Unauthorized"
+        )),
+        "{out}"
+    );
+    let out = berth.shell(&format!(
+        "echo s3cret-pw | docker login -u tester --password-stdin {host}"
+    ));
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("Login Succeeded"), "{out}");
+
+    step!("the stored credentials go with the pull");
+    berth.docker_ok(&["pull", &reference]).unwrap();
+    let id = berth
+        .docker_ok(&["image", "inspect", "-f", "{{.Id}}", &reference])
+        .unwrap();
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    berth
+        .docker_ok(&["run", "--rm", &reference, "true"])
+        .unwrap();
+
+    step!("docker logout: refused again");
+    berth.docker_ok(&["logout", &host]).unwrap();
+    berth.docker_ok(&["rmi", &reference]).unwrap();
+    let out = berth.docker(&["pull", &reference]);
+    assert!(!out.success(), "{out}");
+
+    step!("an unreachable registry: Docker's words, not a login");
+    let closed = berth_e2e::registry::free_port().unwrap();
+    let out = berth.docker(&[
+        "login",
+        "-u",
+        "a",
+        "-p",
+        "b",
+        &format!("127.0.0.1:{closed}"),
+    ]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("connection refused") || out.stderr.contains("onnect"),
+        "{out}"
+    );
+}
