@@ -96,6 +96,13 @@ pub fn pull_reference(from_image: &str, tag: &str) -> String {
 
 fn progress_json(p: &images::PullProgress) -> String {
     let mut v = serde_json::Map::new();
+    if !p.aux_json.is_empty() {
+        // A push's result, as Docker sends it.
+        let aux: Value = serde_json::from_str(&p.aux_json).unwrap_or(Value::Null);
+        let mut s = json!({"progressDetail": {}, "aux": aux}).to_string();
+        s.push_str("\r\n");
+        return s;
+    }
     v.insert("status".into(), json!(p.status));
     if !p.id.is_empty() {
         v.insert("id".into(), json!(p.id));
@@ -142,7 +149,18 @@ pub async fn create(
         auth: Some(auth),
         platform: q.get("platform").cloned().unwrap_or_default(),
     };
-    let mut stream = call(IMAGED, client.pull(req)).await?;
+    let stream = call(IMAGED, client.pull(req)).await?;
+    progress_response(st, stream, "pull", pulled).await
+}
+
+/// Streams a pull's or push's progress as Docker's JSON messages, and emits the image
+/// event (`action`) once it succeeded.
+async fn progress_response(
+    st: AppState,
+    mut stream: tonic::Streaming<images::PullProgress>,
+    action: &'static str,
+    reference: String,
+) -> Result<Response, ApiError> {
     // An error before anything was written is an ordinary HTTP error (the CLI's 401 retry
     // and exit codes depend on it); later errors go into the stream.
     let first = match tokio::time::timeout(PULL_FIRST_MESSAGE_DEADLINE, stream.message()).await {
@@ -151,7 +169,7 @@ pub async fn create(
         Err(_) => {
             return Err(ApiError::unavailable(
                 IMAGED,
-                "the pull did not start in time",
+                format!("the {action} did not start in time"),
             ));
         }
     };
@@ -160,19 +178,19 @@ pub async fn create(
     let events = st.events.clone();
     let rest = futures_util::stream::unfold(Some(stream), move |state| {
         let events = events.clone();
-        let pulled = pulled.clone();
+        let reference = reference.clone();
         async move {
             let mut s = state?;
             match s.message().await {
                 Ok(Some(m)) => Some((Ok::<_, std::io::Error>(progress_json(&m)), Some(s))),
                 Ok(None) => {
-                    let shown = familiar(&pulled);
+                    let shown = familiar(&reference);
                     let name = shown.rsplit_once(':').map_or(shown, |(n, _)| n).to_string();
                     events
                         .emit(
                             "image",
-                            "pull",
-                            familiar(&pulled),
+                            action,
+                            familiar(&reference),
                             [("name".to_string(), name)].into(),
                         )
                         .await;
@@ -459,9 +477,24 @@ pub async fn post_by_path(
     method: Method,
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if rest == "prune" {
         return prune(&st, &q).await.map(IntoResponse::into_response);
+    }
+    if let Some(name) = rest.strip_suffix("/push") {
+        let tag = q.get("tag").map(String::as_str).unwrap_or("");
+        if tag.is_empty() {
+            return Err(ApiError::not_supported("docker push --all-tags"));
+        }
+        let reference = format!("{name}:{tag}");
+        let req = images::PushRequest {
+            reference: reference.clone(),
+            auth: Some(decode_registry_auth(&headers)?),
+        };
+        let mut client = st.services.images.clone();
+        let stream = call(IMAGED, client.push(req)).await?;
+        return progress_response(st, stream, "push", reference).await;
     }
     if let Some(source) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").cloned().unwrap_or_default();
@@ -553,12 +586,19 @@ mod tests {
             id: "abc".into(),
             current: 5,
             total: 10,
-            image: None,
+            ..Default::default()
         };
         let s = progress_json(&p);
         assert!(s.ends_with("\r\n"));
         let v: Value = serde_json::from_str(s.trim()).unwrap();
         assert_eq!(v["progressDetail"]["total"], 10);
+        let aux = images::PullProgress {
+            aux_json: r#"{"Tag":"v2","Digest":"sha256:x","Size":9}"#.into(),
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(progress_json(&aux).trim()).unwrap();
+        assert_eq!(v["aux"]["Tag"], "v2");
+        assert!(v.get("status").is_none());
         let e: Value = serde_json::from_str(stream_error_json("boom").trim()).unwrap();
         assert_eq!(e["errorDetail"]["message"], "boom");
     }

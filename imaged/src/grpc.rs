@@ -42,9 +42,28 @@ pub type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + 
 pub type ExportStream =
     Pin<Box<dyn Stream<Item = Result<berth_proto::images::ExportChunk, Status>> + Send>>;
 
+/// The progress of a pull or push. An error before any progress is the call's own
+/// status, so callers can answer with a plain HTTP error as dockerd does.
+async fn progress_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<PullProgress, Status>>,
+) -> Result<Response<PullStream>, Status> {
+    match rx.recv().await {
+        Some(Ok(first)) => {
+            let rest = ReceiverStream::new(rx);
+            let stream = futures_util::stream::once(async move { Ok(first) });
+            Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
+                stream, rest,
+            ))))
+        }
+        Some(Err(status)) => Err(status),
+        None => Err(Status::internal("the operation ended without a result")),
+    }
+}
+
 #[tonic::async_trait]
 impl Images for ImagesService {
     type PullStream = PullStream;
+    type PushStream = PullStream;
     type ExportStream = ExportStream;
 
     async fn export(
@@ -67,7 +86,7 @@ impl Images for ImagesService {
 
     async fn pull(&self, request: Request<PullRequest>) -> Result<Response<PullStream>, Status> {
         let req = request.into_inner();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let imaged = self.imaged.clone();
         // The pull runs to completion even if the client goes away: it leaves either a
         // committed layer or nothing, and the next pull reuses what was done.
@@ -82,19 +101,26 @@ impl Images for ImagesService {
             }
             .instrument(tracing::Span::current()),
         );
-        // An error before any progress is the call's own status, so callers can answer
-        // with a plain HTTP error as dockerd does.
-        match rx.recv().await {
-            Some(Ok(first)) => {
-                let rest = ReceiverStream::new(rx);
-                let stream = futures_util::stream::once(async move { Ok(first) });
-                Ok(Response::new(Box::pin(futures_util::StreamExt::chain(
-                    stream, rest,
-                ))))
+        progress_stream(rx).await
+    }
+
+    async fn push(
+        &self,
+        request: Request<berth_proto::images::PushRequest>,
+    ) -> Result<Response<PullStream>, Status> {
+        let req = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let imaged = self.imaged.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = imaged.push(req, tx.clone()).await {
+                    tracing::warn!("push failed: {e}");
+                    let _ = tx.send(Err(Status::from(e))).await;
+                }
             }
-            Some(Err(status)) => Err(status),
-            None => Err(Status::internal("pull ended without a result")),
-        }
+            .instrument(tracing::Span::current()),
+        );
+        progress_stream(rx).await
     }
 
     async fn get_image(

@@ -19,6 +19,7 @@ pub mod manage;
 pub mod metrics;
 pub mod mounts;
 pub mod pull;
+pub mod push;
 pub mod reconcile;
 pub mod reference;
 pub mod snapshot;

@@ -144,7 +144,7 @@ impl Progress {
             id: id.to_string(),
             current,
             total,
-            image: None,
+            ..Default::default()
         };
         let _ = self.tx.send(Ok(msg)).await;
     }
@@ -302,7 +302,10 @@ fn io_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     found
 }
 
-fn short_id(digest: &str) -> String {
+/// A layer's compressed blob, beside its `diff` dir.
+pub const BLOB_FILE: &str = "blob";
+
+pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
 }
 
@@ -311,7 +314,7 @@ fn random_name(suffix: &str) -> String {
 }
 
 impl Imaged {
-    fn client_for(&self, registry: &str, platform: &Platform) -> (Client, &'static str) {
+    pub(crate) fn client_for(&self, registry: &str, platform: &Platform) -> (Client, &'static str) {
         let insecure = is_loopback_registry(registry) || self.is_insecure(registry);
         let (protocol, scheme) = if insecure {
             (ClientProtocol::Http, "http")
@@ -480,6 +483,7 @@ impl Imaged {
                 current: 0,
                 total: 0,
                 image: Some(image.clone()),
+                ..Default::default()
             }))
             .await;
         tracing::info!(image = %r.familiar(), id = %image_id, "pulled");
@@ -517,9 +521,11 @@ impl Imaged {
             .map_err(|e| ImagedError::io(format!("creating {}", blob.path.display()), e))?;
         let mut current = 0i64;
         let mut last = Instant::now();
+        let mut hasher = Sha256::new();
         progress.send("Downloading", &id, 0, total).await;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| blob_error(ctx, &layer.digest, e))?;
+            hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
@@ -535,6 +541,13 @@ impl Imaged {
             .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
         drop(file);
         progress.status("Verifying Checksum", &id).await;
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if layer.digest.starts_with("sha256:") && got != layer.digest {
+            return Err(ImagedError::BadLayer(format!(
+                "layer {} downloaded with digest {got}",
+                layer.digest
+            )));
+        }
         progress.status("Download complete", &id).await;
         progress.send("Extracting", &id, current, total).await;
 
@@ -551,6 +564,11 @@ impl Imaged {
                 layer.digest, unpacked.diff_id, diff_ids[i]
             )));
         }
+        // The blob goes with the layer (push and save send it as pulled).
+        let kept = unpack_dir.path.join(BLOB_FILE);
+        tokio::fs::rename(&blob.path, &kept)
+            .await
+            .map_err(|e| ImagedError::io(format!("keeping {}", blob.path.display()), e))?;
         let final_dir = self.layout().layer_dir(&chains[i]);
         commit_dir(&unpack_dir.path, &final_dir).await?;
         let mut unpack_dir = unpack_dir;
@@ -565,6 +583,9 @@ impl Imaged {
                 } else {
                     Some(chains[i - 1].clone())
                 },
+                blob_digest: layer.digest.clone(),
+                blob_media_type: layer.media_type.clone(),
+                blob_size: current,
             })
             .await?;
         Ok(())

@@ -38,6 +38,10 @@ pub struct LayerRow {
     pub size: i64,
     /// The chain ID of the layer below, if any.
     pub parent: Option<String>,
+    /// The compressed blob kept at `layers/<chain>/blob` ('' when none was kept).
+    pub blob_digest: String,
+    pub blob_media_type: String,
+    pub blob_size: i64,
 }
 
 /// One snapshot row.
@@ -77,7 +81,7 @@ impl Store {
     /// The layer with this chain ID, if committed.
     pub async fn layer(&self, chain_id: &str) -> Result<Option<LayerRow>> {
         Ok(sqlx::query_as::<_, LayerRow>(
-            "SELECT chain_id, diff_id, size, parent FROM layers WHERE chain_id = ?",
+            "SELECT chain_id, diff_id, size, parent, blob_digest, blob_media_type, blob_size FROM layers WHERE chain_id = ?",
         )
         .bind(chain_id)
         .fetch_optional(&self.pool)
@@ -87,7 +91,9 @@ impl Store {
     /// All committed layers.
     pub async fn layers(&self) -> Result<Vec<LayerRow>> {
         Ok(
-            sqlx::query_as::<_, LayerRow>("SELECT chain_id, diff_id, size, parent FROM layers")
+            sqlx::query_as::<_, LayerRow>(
+                "SELECT chain_id, diff_id, size, parent, blob_digest, blob_media_type, blob_size FROM layers",
+            )
                 .fetch_all(&self.pool)
                 .await?,
         )
@@ -96,13 +102,29 @@ impl Store {
     /// Records a layer whose directory is in place.
     pub async fn insert_layer(&self, row: &LayerRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO layers (chain_id, diff_id, size, parent) VALUES (?, ?, ?, ?)
-             ON CONFLICT(chain_id) DO NOTHING",
+            "INSERT INTO layers (chain_id, diff_id, size, parent, blob_digest, blob_media_type, blob_size)
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(chain_id) DO NOTHING",
         )
         .bind(&row.chain_id)
         .bind(&row.diff_id)
         .bind(row.size)
         .bind(&row.parent)
+        .bind(&row.blob_digest)
+        .bind(&row.blob_media_type)
+        .bind(row.blob_size)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records `repo_digest` (`name@sha256:...`, a push's result) for `image_id`.
+    pub async fn add_repo_digest(&self, repo_digest: &str, image_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO repo_digests (repo_digest, image_id) VALUES (?, ?)
+             ON CONFLICT(repo_digest) DO UPDATE SET image_id = excluded.image_id",
+        )
+        .bind(repo_digest)
+        .bind(image_id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -2,7 +2,8 @@
 //! real CLI: a pull without credentials is refused, `docker login` with a wrong password
 //! fails with Docker's words and with the right one says "Login Succeeded", the CLI's
 //! stored credentials then reach the registry on pull (X-Registry-Auth), and after
-//! `docker logout` the pull is refused again.
+//! `docker logout` the pull is refused again; `docker push` (progress, digest, layers
+//! the registry has skipped) with the same credentials, pulled back by digest and run.
 
 use berth_e2e::{Berth, Format, Registry, TestImage, step};
 
@@ -55,8 +56,54 @@ fn login_and_pull_with_a_password() {
         .docker_ok(&["run", "--rm", &reference, "true"])
         .unwrap();
 
+    step!("docker push: with progress, then pulled back by its digest and run");
+    let copy = format!("{host}/private/copy:v2");
+    berth.docker_ok(&["tag", &reference, &copy]).unwrap();
+    let out = berth.docker_ok(&["push", &copy]).unwrap();
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{host}/private/copy]"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("Pushed") || out.contains("Layer already exists"),
+        "{out}"
+    );
+    let digest = out
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{out}");
+    // Pushing again: every layer is already there.
+    let again = berth.docker_ok(&["push", &copy]).unwrap();
+    assert!(again.contains("Layer already exists"), "{again}");
+    berth.docker_ok(&["rmi", &copy]).unwrap();
+    let by_digest = format!("{host}/private/copy@{digest}");
+    berth.docker_ok(&["pull", &by_digest]).unwrap();
+    let out = berth
+        .docker_ok(&["run", "--rm", &by_digest, "echo", "from the pushed copy"])
+        .unwrap();
+    assert_eq!(out, "from the pushed copy\n");
+    let missing = berth.docker(&["push", &format!("{host}/nothing/here:v1")]);
+    assert!(!missing.success());
+    assert!(
+        missing
+            .stderr
+            .contains("An image does not exist locally with the tag"),
+        "{missing}"
+    );
+
     step!("docker logout: refused again");
     berth.docker_ok(&["logout", &host]).unwrap();
+    let out = berth.docker(&["push", &reference]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("unauthorized") || out.stdout.contains("unauthorized"),
+        "{out}"
+    );
     berth.docker_ok(&["rmi", &reference]).unwrap();
     let out = berth.docker(&["pull", &reference]);
     assert!(!out.success(), "{out}");
