@@ -12,7 +12,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use berth_proto::containers as cpb;
-use futures_util::StreamExt;
 use serde_json::json;
 use std::collections::HashMap;
 
@@ -107,7 +106,6 @@ pub async fn put(
     req: Request,
 ) -> Result<Response, ApiError> {
     let path = path_param(&q)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<cpb::ArchivePutInput>(8);
     let first = cpb::ArchivePutInput {
         id,
         path,
@@ -115,41 +113,13 @@ pub async fn put(
         copy_uid_gid: query_bool(&q, "copyUIDGID"),
         data: Vec::new(),
     };
-    let _ = tx.send(first).await;
-    let mut body = req.into_body().into_data_stream();
-    let mut feed = tokio::spawn(async move {
-        while let Some(chunk) = body.next().await {
-            let data = chunk.map_err(|e| e.to_string())?;
-            let m = cpb::ArchivePutInput {
-                data: data.to_vec(),
-                ..Default::default()
-            };
-            if tx.send(m).await.is_err() {
-                break;
-            }
-        }
-        Ok::<(), String>(())
-    });
+    let (input, fed) =
+        crate::upload::feed(req.into_body(), Some(first), |data| cpb::ArchivePutInput {
+            data: data.to_vec(),
+            ..Default::default()
+        });
     let mut c = st.services.containers.clone();
-    let put = call(
-        CONTAINERD,
-        c.archive_put(tokio_stream::wrappers::ReceiverStream::new(rx)),
-    );
-    tokio::pin!(put);
-    tokio::select! {
-        r = &mut put => {
-            feed.abort();
-            r?;
-        }
-        fed = &mut feed => {
-            if let Ok(Err(e)) = fed {
-                // Dropping the call cancels it: containerd-svc writes nothing of an
-                // archive it did not receive whole.
-                return Err(ApiError::bad_request(format!("reading the archive: {e}")));
-            }
-            put.await?;
-        }
-    }
+    crate::upload::call_fed(call(CONTAINERD, c.archive_put(input)), fed).await?;
     Ok(StatusCode::OK.into_response())
 }
 

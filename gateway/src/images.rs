@@ -387,7 +387,15 @@ pub fn inspect_json(img: &images::Image) -> Value {
 pub async fn get_by_path(
     State(st): State<AppState>,
     Path(rest): Path<String>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
+    if rest == "get" {
+        let names = crate::image_archive::names_of(raw.as_deref());
+        return crate::image_archive::save(st, names).await;
+    }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return crate::image_archive::save(st, vec![name.to_string()]).await;
+    }
     if let Some(name) = rest.strip_suffix("/json") {
         let mut client = st.services.images.clone();
         let img = call(
@@ -478,9 +486,13 @@ pub async fn post_by_path(
     Path(rest): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if rest == "prune" {
         return prune(&st, &q).await.map(IntoResponse::into_response);
+    }
+    if rest == "load" {
+        return crate::image_archive::load(st, body).await;
     }
     if let Some(name) = rest.strip_suffix("/push") {
         let tag = q.get("tag").map(String::as_str).unwrap_or("");
@@ -529,7 +541,6 @@ pub async fn post_by_path(
     }
     let what = match rest.rsplit('/').next().unwrap_or("") {
         "push" => "docker push".to_string(),
-        "load" => "docker load".to_string(),
         _ => format!("{method} /images/{rest}"),
     };
     Err(ApiError::not_supported(what))

@@ -12,6 +12,7 @@ pub mod df;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod image_archive;
 pub mod images;
 pub mod metrics;
 pub mod mounts;
@@ -23,6 +24,7 @@ pub mod stats;
 pub mod streams;
 pub mod system;
 pub mod top;
+pub mod upload;
 pub mod util;
 pub mod volumes;
 

@@ -18,6 +18,9 @@ pub enum ImagedError {
     /// A registry could not be reached (message in Docker's wording).
     #[error("{0}")]
     Unavailable(String),
+    /// Something Berth does not do yet (HTTP 501 at the API).
+    #[error("{0} is not supported yet")]
+    Unimplemented(String),
     /// The registry refused the credentials (message in Docker's wording).
     #[error("{0}")]
     Unauthenticated(String),
@@ -68,6 +71,7 @@ impl From<ImagedError> for tonic::Status {
             ImagedError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             ImagedError::Unavailable(_) => tonic::Status::unavailable(msg),
             ImagedError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            ImagedError::Unimplemented(_) => tonic::Status::unimplemented(msg),
             ImagedError::Registry(_)
             | ImagedError::BadLayer(_)
             | ImagedError::Io { .. }

@@ -22,6 +22,7 @@ pub mod pull;
 pub mod push;
 pub mod reconcile;
 pub mod reference;
+pub mod saveload;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

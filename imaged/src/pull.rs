@@ -155,13 +155,13 @@ impl Progress {
 }
 
 /// Removes a temp file or directory unless disarmed (on every error path).
-struct TempPath {
-    path: PathBuf,
+pub(crate) struct TempPath {
+    pub(crate) path: PathBuf,
     armed: bool,
 }
 
 impl TempPath {
-    fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self { path, armed: true }
     }
 }
@@ -305,11 +305,19 @@ fn io_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// A layer's compressed blob, beside its `diff` dir.
 pub const BLOB_FILE: &str = "blob";
 
+/// A layer blob as a manifest describes it.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+}
+
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
 }
 
-fn random_name(suffix: &str) -> String {
+pub(crate) fn random_name(suffix: &str) -> String {
     format!("{:016x}.{suffix}", rand::random::<u64>())
 }
 
@@ -336,7 +344,7 @@ impl Imaged {
 
     /// True when the layer is committed and its directory present. A record whose
     /// directory vanished is dropped so the layer is pulled again.
-    async fn layer_present(&self, chain_id: &str) -> Result<bool> {
+    pub(crate) async fn layer_present(&self, chain_id: &str) -> Result<bool> {
         if self.store().layer(chain_id).await?.is_none() {
             return Ok(false);
         }
@@ -551,24 +559,50 @@ impl Imaged {
         progress.status("Download complete", &id).await;
         progress.send("Extracting", &id, current, total).await;
 
+        self.install_layer(
+            &blob.path,
+            &LayerBlob {
+                digest: layer.digest.clone(),
+                media_type: layer.media_type.clone(),
+                size: current,
+            },
+            i,
+            diff_ids,
+            chains,
+        )
+        .await
+    }
+
+    /// Unpacks the blob at `blob_path` as layer `i` of an image with `diff_ids`, checks
+    /// its diff ID, and commits it (directory renamed into place with the blob beside it,
+    /// then the record). The blob file is moved, not copied.
+    pub(crate) async fn install_layer(
+        &self,
+        blob_path: &Path,
+        blob: &LayerBlob,
+        i: usize,
+        diff_ids: &[String],
+        chains: &[String],
+    ) -> Result<()> {
+        let tmp = self.layout().tmp();
         let unpack_dir = TempPath::new(tmp.join(random_name("layer")));
-        let (blob_path, dir, media) = (
-            blob.path.clone(),
+        let (src, dir, media) = (
+            blob_path.to_path_buf(),
             unpack_dir.path.join("diff"),
-            layer.media_type.clone(),
+            blob.media_type.clone(),
         );
-        let unpacked = blocking(move || unpack_layer(&blob_path, &media, &dir)).await?;
+        let unpacked = blocking(move || unpack_layer(&src, &media, &dir)).await?;
         if unpacked.diff_id != diff_ids[i] {
             return Err(ImagedError::BadLayer(format!(
                 "layer {} has diff ID {}, the image config says {}",
-                layer.digest, unpacked.diff_id, diff_ids[i]
+                blob.digest, unpacked.diff_id, diff_ids[i]
             )));
         }
         // The blob goes with the layer (push and save send it as pulled).
         let kept = unpack_dir.path.join(BLOB_FILE);
-        tokio::fs::rename(&blob.path, &kept)
+        tokio::fs::rename(blob_path, &kept)
             .await
-            .map_err(|e| ImagedError::io(format!("keeping {}", blob.path.display()), e))?;
+            .map_err(|e| ImagedError::io(format!("keeping {}", blob_path.display()), e))?;
         let final_dir = self.layout().layer_dir(&chains[i]);
         commit_dir(&unpack_dir.path, &final_dir).await?;
         let mut unpack_dir = unpack_dir;
@@ -583,9 +617,9 @@ impl Imaged {
                 } else {
                     Some(chains[i - 1].clone())
                 },
-                blob_digest: layer.digest.clone(),
-                blob_media_type: layer.media_type.clone(),
-                blob_size: current,
+                blob_digest: blob.digest.clone(),
+                blob_media_type: blob.media_type.clone(),
+                blob_size: blob.size,
             })
             .await?;
         Ok(())

@@ -117,6 +117,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records a loaded image and points `tag` (if any) at it, in one transaction.
+    pub async fn commit_loaded_image(&self, row: &ImageRow, tag: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_image(&mut tx, row).await?;
+        if let Some(tag) = tag {
+            point_tag(&mut tx, tag, &row.id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records `repo_digest` (`name@sha256:...`, a push's result) for `image_id`.
     pub async fn add_repo_digest(&self, repo_digest: &str, image_id: &str) -> Result<()> {
         sqlx::query(
@@ -148,23 +159,7 @@ impl Store {
         repo_digest: &str,
     ) -> Result<Option<String>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO images (id, config, manifest_digest, diff_ids, size, created, os,
-                                 architecture, pulled_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(id) DO NOTHING",
-        )
-        .bind(&row.id)
-        .bind(&row.config)
-        .bind(&row.manifest_digest)
-        .bind(&row.diff_ids)
-        .bind(row.size)
-        .bind(&row.created)
-        .bind(&row.os)
-        .bind(&row.architecture)
-        .bind(chrono::Utc::now().to_rfc3339())
-        .execute(&mut *tx)
-        .await?;
+        insert_image(&mut tx, row).await?;
         let mut previous = None;
         if let Some(tag) = tag {
             previous =
@@ -172,14 +167,7 @@ impl Store {
                     .bind(tag)
                     .fetch_optional(&mut *tx)
                     .await?;
-            sqlx::query(
-                "INSERT INTO tags (repo_tag, image_id) VALUES (?, ?)
-                 ON CONFLICT(repo_tag) DO UPDATE SET image_id = excluded.image_id",
-            )
-            .bind(tag)
-            .bind(&row.id)
-            .execute(&mut *tx)
-            .await?;
+            point_tag(&mut tx, tag, &row.id).await?;
         }
         sqlx::query(
             "INSERT INTO repo_digests (repo_digest, image_id) VALUES (?, ?)
@@ -314,4 +302,39 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// Inserts an image row (kept if it exists) inside `tx`.
+async fn insert_image(tx: &mut sqlx::SqliteConnection, row: &ImageRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO images (id, config, manifest_digest, diff_ids, size, created, os,
+                             architecture, pulled_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO NOTHING",
+    )
+    .bind(&row.id)
+    .bind(&row.config)
+    .bind(&row.manifest_digest)
+    .bind(&row.diff_ids)
+    .bind(row.size)
+    .bind(&row.created)
+    .bind(&row.os)
+    .bind(&row.architecture)
+    .bind(chrono::Utc::now().to_rfc3339())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Points `tag` at `image_id` inside `tx`.
+async fn point_tag(tx: &mut sqlx::SqliteConnection, tag: &str, image_id: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tags (repo_tag, image_id) VALUES (?, ?)
+         ON CONFLICT(repo_tag) DO UPDATE SET image_id = excluded.image_id",
+    )
+    .bind(tag)
+    .bind(image_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

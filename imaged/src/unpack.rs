@@ -148,9 +148,13 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<Unpacked, ImagedErr
             if entry.header().entry_type().is_file() {
                 size += entry.size();
             }
-            let unpacked = entry
-                .unpack_in(dest)
-                .map_err(|e| ImagedError::BadLayer(format!("unpacking {}: {e}", path.display())))?;
+            let unpacked = entry.unpack_in(dest).map_err(|e| {
+                // tar's message names the file; the reason is in its source.
+                let why = std::error::Error::source(&e)
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
+                ImagedError::BadLayer(format!("unpacking {}: {e}{why}", path.display()))
+            })?;
             if !unpacked {
                 return Err(ImagedError::BadLayer(format!(
                     "layer entry {} escapes the layer root",

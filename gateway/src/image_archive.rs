@@ -1,0 +1,100 @@
+//! `docker save` (`GET /images/get?names=`, `GET /images/{name}/get`) and `docker load`
+//! (`POST /images/load`): tar streams between the client and imaged.
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::{IMAGED, call};
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_proto::images;
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// The `names` of a save request, in order (the parameter repeats).
+pub fn names_of(raw_query: Option<&str>) -> Vec<String> {
+    form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "names")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Streams imaged's archive of `names`. Errors before the first byte (an unknown image)
+/// are ordinary HTTP errors.
+pub async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no images to save: give names="));
+    }
+    let mut client = st.services.images.clone();
+    let mut stream = call(
+        IMAGED,
+        client.save(images::SaveRequest { references: names }),
+    )
+    .await?;
+    let first = match stream.message().await {
+        Ok(m) => m,
+        Err(s) => return Err(ApiError::from_status(IMAGED, s)),
+    };
+    let head = futures_util::stream::iter(first.map(|m| Ok::<_, std::io::Error>(m.data)));
+    let rest = futures_util::stream::unfold(Some(stream), |state| async move {
+        let mut s = state?;
+        match s.message().await {
+            Ok(Some(m)) => Some((Ok(m.data), Some(s))),
+            Ok(None) => None,
+            // Cut short: the client's tar reader fails rather than keeping a short copy.
+            Err(status) => Some((
+                Err(std::io::Error::other(status.message().to_string())),
+                None,
+            )),
+        }
+    });
+    let mut resp = (StatusCode::OK, Body::from_stream(head.chain(rest))).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-tar"),
+    );
+    Ok(resp)
+}
+
+/// Sends the body to imaged and answers Docker's JSON lines (`{"stream":"Loaded image:
+/// busybox:latest\n"}`).
+pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
+    let (chunks, fed) = crate::upload::feed(body, None, |data| images::ArchiveData {
+        data: data.to_vec(),
+    });
+    let mut client = st.services.images.clone();
+    let loaded = crate::upload::call_fed(call(IMAGED, client.load(chunks)), fed).await?;
+    let mut out = String::new();
+    for line in &loaded.loaded {
+        out.push_str(&json!({"stream": format!("{line}\n")}).to_string());
+        out.push_str("\r\n");
+        let name = line
+            .strip_prefix("Loaded image: ")
+            .or_else(|| line.strip_prefix("Loaded image ID: "))
+            .unwrap_or(line);
+        st.events
+            .emit("image", "load", name, Default::default())
+            .await;
+    }
+    let mut resp = (StatusCode::OK, out).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_repeat_in_order() {
+        assert_eq!(
+            names_of(Some("names=busybox%3Alatest&names=b&other=x")),
+            vec!["busybox:latest", "b"]
+        );
+        assert!(names_of(None).is_empty());
+    }
+}
