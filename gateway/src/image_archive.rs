@@ -1,5 +1,5 @@
-//! `docker save` (`GET /images/get?names=`, `GET /images/{name}/get`) and `docker load`
-//! (`POST /images/load`): tar streams between the client and imaged.
+//! `docker save` (`GET /images/get?names=`, `GET /images/{name}/get`), `docker load`
+//! (`POST /images/load`): tar streams between the client and imaged; `docker commit`.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -83,6 +83,66 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
         HeaderValue::from_static("application/json"),
     );
     Ok(resp)
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: the container's
+/// writable layer as a new image (201 `{"Id"}`). The container keeps running: its layer
+/// is read as it is (Docker pauses it by default; Berth does not yet).
+pub async fn commit(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(pk, _)| pk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let container = get("container");
+    if container.is_empty() {
+        return Err(ApiError::bad_request("container is required"));
+    }
+    let c = crate::containers::get_container(&st, &container).await?;
+    let spec = c.spec.unwrap_or_default();
+    let (repo, tag) = (get("repo"), get("tag"));
+    let reference = match (repo.is_empty(), tag.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => repo.clone(),
+        (false, false) => format!("{repo}:{tag}"),
+    };
+    let req = images::CommitRequest {
+        container_id: spec.id.clone(),
+        container_config_json: spec.config_json.clone(),
+        changes: params
+            .iter()
+            .filter(|(k, v)| k == "changes" && !v.trim().is_empty())
+            .map(|(_, v)| v.clone())
+            .collect(),
+        author: get("author"),
+        comment: get("comment"),
+        reference: reference.clone(),
+    };
+    let mut client = st.services.images.clone();
+    let done = call(IMAGED, client.commit(req)).await?;
+    st.events
+        .emit(
+            "container",
+            "commit",
+            &spec.id,
+            [
+                ("comment".to_string(), get("comment")),
+                ("imageID".to_string(), done.id.clone()),
+                ("imageRef".to_string(), reference),
+            ]
+            .into(),
+        )
+        .await;
+    Ok((StatusCode::CREATED, axum::Json(json!({"Id": done.id}))).into_response())
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/plugins", get(system::plugins))
         .route("/build/prune", post(system::build_prune))
         .route("/auth", post(images::login))
+        .route("/commit", post(image_archive::commit))
         .route("/images/create", post(images::create))
         .route("/images/json", get(images::list))
         .route(

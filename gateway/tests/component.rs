@@ -133,7 +133,7 @@ fn ping_version_and_errors_without_services() {
     assert!(message(&body).contains("Invalid container name (a b)"));
 
     // Routes Berth lacks: 501 with "not supported"; unknown paths: 404.
-    let (code, _, body) = request(&gw.socket, "POST", "/v1.50/commit?container=abc", "");
+    let (code, _, body) = request(&gw.socket, "POST", "/v1.50/build", "");
     assert_eq!(code, 501);
     assert!(message(&body).contains("not supported yet"));
     let (code, _, body) = request(&gw.socket, "GET", "/nonsense", "");

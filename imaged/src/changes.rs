@@ -13,7 +13,7 @@ pub const DELETED: i32 = 2;
 
 /// What the runtime itself puts in the upper dir (Docker keeps these in an init layer,
 /// so they never show in its diff): mount points of /etc files and kernel filesystems.
-const RUNTIME_PATHS: &[&str] = &[
+pub(crate) const RUNTIME_PATHS: &[&str] = &[
     "/etc/hostname",
     "/etc/hosts",
     "/etc/resolv.conf",
@@ -31,7 +31,7 @@ fn in_lower(lowers: &[PathBuf], rel: &str) -> bool {
         .any(|l| std::fs::symlink_metadata(l.join(rel)).is_ok())
 }
 
-fn is_opaque(path: &Path) -> bool {
+pub(crate) fn is_opaque(path: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|a| {

@@ -166,6 +166,14 @@ impl Images for ImagesService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn commit(
+        &self,
+        request: Request<berth_proto::images::CommitRequest>,
+    ) -> Result<Response<berth_proto::images::CommitResponse>, Status> {
+        let id = self.imaged.commit(request.into_inner()).await?;
+        Ok(Response::new(berth_proto::images::CommitResponse { id }))
+    }
+
     async fn load(
         &self,
         request: Request<tonic::Streaming<berth_proto::images::ArchiveData>>,

@@ -10,6 +10,7 @@
 //! - `snapshots/<container-id>/{upper,work,merged}`: container rootfs overlays.
 
 pub mod changes;
+pub mod commit;
 pub mod error;
 pub mod export;
 pub mod grpc;

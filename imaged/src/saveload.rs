@@ -462,13 +462,13 @@ impl Imaged {
             };
             let tags = entry.repo_tags.unwrap_or_default();
             if tags.is_empty() {
-                self.store().commit_loaded_image(&row, None).await?;
+                self.store().commit_local_image(&row, None).await?;
                 loaded.push(format!("Loaded image ID: {id}"));
             }
             for t in tags {
                 let r = ImageRef::parse(&t)?;
                 let tag = r.familiar_tag().unwrap_or_else(|| r.familiar());
-                self.store().commit_loaded_image(&row, Some(&tag)).await?;
+                self.store().commit_local_image(&row, Some(&tag)).await?;
                 loaded.push(format!("Loaded image: {tag}"));
             }
         }

@@ -117,8 +117,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records a loaded image and points `tag` (if any) at it, in one transaction.
-    pub async fn commit_loaded_image(&self, row: &ImageRow, tag: Option<&str>) -> Result<()> {
+    /// Records an image made here (loaded, committed) and points `tag` (if any) at it,
+    /// in one transaction.
+    pub async fn commit_local_image(&self, row: &ImageRow, tag: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_image(&mut tx, row).await?;
         if let Some(tag) = tag {

@@ -1,0 +1,101 @@
+//! `docker commit` with the real CLI: a container's added, changed and deleted files
+//! become a new layer (deletions as whiteouts), `--change` instructions, author and
+//! message land in the image, the runtime's mount points stay out, the new image runs
+//! and saves; Docker's error for a bad change.
+
+use berth_e2e::{Berth, registry_with_busybox, step};
+
+#[test]
+fn docker_commit() {
+    let (_registry, _image, img) = registry_with_busybox().unwrap();
+    let berth = Berth::start("commit").unwrap();
+    berth.docker_ok(&["pull", &img]).unwrap();
+    berth
+        .docker_ok(&["run", "-d", "--name", "box", &img, "sleep", "1000"])
+        .unwrap();
+    berth
+        .docker_ok(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "echo hello > /hello && mkdir -p /srv/app && echo v1 > /srv/app/conf && rm /bin/vi",
+        ])
+        .unwrap();
+
+    step!("commit with changes, author and message");
+    let id = berth
+        .docker_ok(&[
+            "commit",
+            "-a",
+            "Ada <ada@example.org>",
+            "-m",
+            "added hello",
+            "-c",
+            r#"CMD ["cat", "/hello"]"#,
+            "-c",
+            "ENV GREETING=hi",
+            "-c",
+            "WORKDIR /srv/app",
+            "-c",
+            "LABEL stage=committed",
+            "box",
+            "committed/box:v1",
+        ])
+        .unwrap();
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(
+        berth.inspect("{{.Id}}", "committed/box:v1").unwrap(),
+        id.trim()
+    );
+    assert_eq!(
+        berth
+            .inspect("{{.Author}}|{{.Comment}}|{{json .Config.Cmd}}|{{.Config.WorkingDir}}|{{index .Config.Labels \"stage\"}}", "committed/box:v1")
+            .unwrap(),
+        r#"Ada <ada@example.org>|added hello|["cat","/hello"]|/srv/app|committed"#
+    );
+    let layers = berth
+        .inspect("{{len .RootFS.Layers}}", "committed/box:v1")
+        .unwrap();
+    assert_eq!(layers, "2");
+    let history = berth
+        .docker_ok(&["history", "--format", "{{.Comment}}", "committed/box:v1"])
+        .unwrap();
+    assert!(history.contains("added hello"), "{history}");
+
+    step!("the new image has the container's files, not the deleted one nor the runtime's");
+    let out = berth
+        .docker_ok(&["run", "--rm", "committed/box:v1"])
+        .unwrap();
+    assert_eq!(out, "hello\n");
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "committed/box:v1",
+            "sh",
+            "-c",
+            "cat conf; echo $GREETING; test -e /bin/vi && echo vi-still-there || echo vi-gone",
+        ])
+        .unwrap();
+    assert_eq!(out, "v1\nhi\nvi-gone\n");
+
+    step!("committed images save and load like pulled ones");
+    let out = berth.shell("docker save committed/box:v1 | docker load");
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.contains("Loaded image: committed/box:v1"),
+        "{out}"
+    );
+
+    step!("Docker's errors");
+    let out = berth.docker(&["commit", "-c", "RUN rm -rf /", "box", "bad:one"]);
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("RUN is not a valid change command"),
+        "{out}"
+    );
+    let out = berth.docker(&["commit", "nosuch", "x:y"]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("No such container: nosuch"), "{out}");
+}
