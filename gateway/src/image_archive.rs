@@ -85,6 +85,50 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
+/// `docker import` (`POST /images/create?fromSrc=-&repo=&tag=&message=&changes=`): the
+/// body is the tarball; the answer is Docker's JSON line with the new image's ID.
+pub async fn import(
+    st: AppState,
+    q: &std::collections::HashMap<String, String>,
+    raw_query: Option<&str>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let repo = q.get("repo").cloned().unwrap_or_default();
+    let tag = q.get("tag").cloned().unwrap_or_default();
+    let reference = match (repo.is_empty(), tag.is_empty()) {
+        (true, _) => String::new(),
+        (false, true) => repo,
+        (false, false) => format!("{repo}:{tag}"),
+    };
+    let changes = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
+        .filter(|(k, v)| k == "changes" && !v.trim().is_empty())
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let first = images::ImportInput {
+        changes,
+        message: q.get("message").cloned().unwrap_or_default(),
+        reference,
+        data: Vec::new(),
+    };
+    let (input, fed) = crate::upload::feed(body, Some(first), |data| images::ImportInput {
+        data: data.to_vec(),
+        ..Default::default()
+    });
+    let mut client = st.services.images.clone();
+    let done = crate::upload::call_fed(call(IMAGED, client.import(input)), fed).await?;
+    st.events
+        .emit("image", "import", &done.id, Default::default())
+        .await;
+    let mut out = json!({"status": done.id}).to_string();
+    out.push_str("\r\n");
+    let mut resp = (StatusCode::OK, out).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: the container's
 /// writable layer as a new image (201 `{"Id"}`). The container keeps running: its layer
 /// is read as it is (Docker pauses it by default; Berth does not yet).

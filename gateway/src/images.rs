@@ -127,14 +127,21 @@ pub fn stream_error_json(message: &str) -> String {
     s
 }
 
-/// `POST /images/create?fromImage=&tag=&platform=` (pull). Import (`fromSrc`) is not built.
+/// `POST /images/create?fromImage=&tag=&platform=` (pull), or `?fromSrc=-` (import of
+/// the body).
 pub async fn create(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::not_supported("docker import"));
+    match q.get("fromSrc").map(String::as_str) {
+        Some("-") => return crate::image_archive::import(st, &q, raw.as_deref(), body).await,
+        Some(s) if !s.is_empty() => {
+            return Err(ApiError::not_supported("docker import from a URL"));
+        }
+        _ => {}
     }
     let from_image = q.get("fromImage").cloned().unwrap_or_default();
     if from_image.is_empty() {

@@ -1,5 +1,6 @@
 //! `docker commit`: a container's writable layer becomes a new image layer on top of its
-//! image, with the container's config (plus `--change` instructions), author and message.
+//! image, with the container's config (plus `--change` instructions), author and message;
+//! `docker import`: a tarball becomes a one-layer image.
 
 use crate::Imaged;
 use crate::changes::{RUNTIME_PATHS, is_opaque};
@@ -355,6 +356,120 @@ impl Imaged {
             .commit_local_image(&row, reference.as_deref())
             .await?;
         tracing::info!(container = %req.container_id, %id, "committed");
+        Ok(id)
+    }
+}
+
+/// The sha256 of the uncompressed stream of a (possibly compressed) layer file.
+fn diff_id_of(path: &Path) -> io::Result<String> {
+    let mut magic = [0u8; 4];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut got = 0;
+        while got < magic.len() {
+            match f.read(&mut magic[got..])? {
+                0 => break,
+                k => got += k,
+            }
+        }
+        got
+    };
+    let file = io::BufReader::new(std::fs::File::open(path)?);
+    let mut reader: Box<dyn io::Read> = match crate::unpack::detect("", &magic[..n]) {
+        crate::unpack::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+        crate::unpack::Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
+        crate::unpack::Compression::None => Box::new(file),
+    };
+    let mut h = HashWrite {
+        inner: io::sink(),
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    io::copy(&mut reader, &mut h)?;
+    Ok(format!("sha256:{}", hex::encode(h.hasher.finalize())))
+}
+
+impl Imaged {
+    /// `docker import`: the tarball (plain, gzip or zstd) at `path` as a one-layer image
+    /// with `changes` applied and `message` as its history comment. Returns its ID.
+    pub async fn import(
+        &self,
+        path: &Path,
+        changes: &[String],
+        message: &str,
+        reference: &str,
+    ) -> Result<String> {
+        let mut image_config = Map::new();
+        for change in changes {
+            apply_change(&mut image_config, change)?;
+        }
+        let reference = if reference.is_empty() {
+            None
+        } else {
+            let r = crate::reference::ImageRef::parse(reference)?;
+            Some(r.familiar_tag().unwrap_or_else(|| r.familiar()))
+        };
+        let src = path.to_path_buf();
+        let (diff_id, facts) = tokio::task::spawn_blocking(move || {
+            let diff_id = diff_id_of(&src)
+                .map_err(|e| ImagedError::BadLayer(format!("reading the tarball: {e}")))?;
+            Ok::<_, ImagedError>((diff_id, crate::saveload::blob_facts(&src)?))
+        })
+        .await
+        .map_err(|e| ImagedError::Registry(e.to_string()))??;
+        let (digest, media_type, size) = facts;
+        let diff_ids = vec![diff_id];
+        let chains = chain_ids(&diff_ids);
+        let lock = self.layer_lock(&chains[0]);
+        let guard = lock.lock().await;
+        if !self.layer_present(&chains[0]).await? {
+            let blob = LayerBlob {
+                digest,
+                media_type,
+                size,
+            };
+            self.install_layer(path, &blob, 0, &diff_ids, &chains)
+                .await?;
+        }
+        drop(guard);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let platform = crate::pull::Platform::host();
+        let comment = if message.is_empty() {
+            "Imported from -"
+        } else {
+            message
+        };
+        let config = json!({
+            "architecture": platform.arch,
+            "os": platform.os,
+            "created": now,
+            "config": Value::Object(image_config),
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": [{"created": now, "comment": comment}],
+        });
+        let config_bytes = serde_json::to_vec(&config)
+            .map_err(|e| ImagedError::Registry(format!("encoding the config: {e}")))?;
+        let id = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
+        let layer_size = self
+            .store()
+            .layer(&chains[0])
+            .await?
+            .map(|l| l.size)
+            .unwrap_or_default();
+        let row = ImageRow {
+            id: id.clone(),
+            config: config_bytes,
+            manifest_digest: String::new(),
+            diff_ids: serde_json::to_string(&diff_ids).unwrap_or_default(),
+            size: layer_size,
+            created: now,
+            os: platform.os,
+            architecture: platform.arch,
+        };
+        self.store()
+            .commit_local_image(&row, reference.as_deref())
+            .await?;
         Ok(id)
     }
 }

@@ -174,6 +174,35 @@ impl Images for ImagesService {
         Ok(Response::new(berth_proto::images::CommitResponse { id }))
     }
 
+    async fn import(
+        &self,
+        request: Request<tonic::Streaming<berth_proto::images::ImportInput>>,
+    ) -> Result<Response<berth_proto::images::CommitResponse>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("Import needs a first message"))?;
+        let head = futures_util::stream::iter([Ok(first.data.clone())]);
+        let rest = futures_util::StreamExt::map(input, |r| {
+            r.map(|m| m.data).map_err(|s| s.message().to_string())
+        });
+        let spool = self
+            .imaged
+            .spool(futures_util::StreamExt::chain(head, rest), "import")
+            .await?;
+        let id = self
+            .imaged
+            .import(
+                &spool.path,
+                &first.changes,
+                &first.message,
+                &first.reference,
+            )
+            .await?;
+        Ok(Response::new(berth_proto::images::CommitResponse { id }))
+    }
+
     async fn load(
         &self,
         request: Request<tonic::Streaming<berth_proto::images::ArchiveData>>,

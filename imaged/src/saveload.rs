@@ -270,7 +270,7 @@ fn entries_from_oci_index(dir: &Path) -> Result<Vec<ArchiveManifest>> {
 }
 
 /// The file's sha256 and the layer media type its first bytes say.
-fn blob_facts(path: &Path) -> Result<(String, String, i64)> {
+pub(crate) fn blob_facts(path: &Path) -> Result<(String, String, i64)> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| ImagedError::io(format!("opening {}", path.display()), e))?;
     let mut hasher = Sha256::new();
@@ -477,23 +477,22 @@ impl Imaged {
 }
 
 impl Imaged {
-    /// `docker load` of an archive arriving in `chunks`: spooled and extracted under
-    /// `tmp/` (removed whatever happens), then loaded.
-    pub async fn load(
+    /// Writes an uploaded stream to a temp file under `tmp/` (removed when dropped).
+    pub(crate) async fn spool(
         &self,
         mut chunks: impl futures_util::Stream<Item = std::result::Result<Vec<u8>, String>> + Unpin,
-    ) -> Result<Vec<String>> {
+        suffix: &str,
+    ) -> Result<crate::pull::TempPath> {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
-        let tmp = self.layout().tmp();
-        let spool = crate::pull::TempPath::new(tmp.join(crate::pull::random_name("load.tar")));
-        let dir = crate::pull::TempPath::new(tmp.join(crate::pull::random_name("load")));
+        let spool =
+            crate::pull::TempPath::new(self.layout().tmp().join(crate::pull::random_name(suffix)));
         let mut f = tokio::fs::File::create(&spool.path)
             .await
             .map_err(|e| ImagedError::io(format!("creating {}", spool.path.display()), e))?;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk
-                .map_err(|e| ImagedError::InvalidArgument(format!("reading the archive: {e}")))?;
+                .map_err(|e| ImagedError::InvalidArgument(format!("reading the upload: {e}")))?;
             f.write_all(&chunk)
                 .await
                 .map_err(|e| ImagedError::io(format!("writing {}", spool.path.display()), e))?;
@@ -501,7 +500,18 @@ impl Imaged {
         f.flush()
             .await
             .map_err(|e| ImagedError::io(format!("writing {}", spool.path.display()), e))?;
-        drop(f);
+        Ok(spool)
+    }
+
+    /// `docker load` of an archive arriving in `chunks`: spooled and extracted under
+    /// `tmp/` (removed whatever happens), then loaded.
+    pub async fn load(
+        &self,
+        chunks: impl futures_util::Stream<Item = std::result::Result<Vec<u8>, String>> + Unpin,
+    ) -> Result<Vec<String>> {
+        let spool = self.spool(chunks, "load.tar").await?;
+        let dir =
+            crate::pull::TempPath::new(self.layout().tmp().join(crate::pull::random_name("load")));
         let (src, dest) = (spool.path.clone(), dir.path.clone());
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&src)

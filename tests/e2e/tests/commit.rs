@@ -1,7 +1,8 @@
 //! `docker commit` with the real CLI: a container's added, changed and deleted files
 //! become a new layer (deletions as whiteouts), `--change` instructions, author and
 //! message land in the image, the runtime's mount points stay out, the new image runs
-//! and saves; Docker's error for a bad change.
+//! and saves; `docker import` of an exported filesystem (plain and gzip; a hostile
+//! tarball is refused); Docker's error for a bad change.
 
 use berth_e2e::{Berth, registry_with_busybox, step};
 
@@ -87,6 +88,66 @@ fn docker_commit() {
         out.stdout.contains("Loaded image: committed/box:v1"),
         "{out}"
     );
+
+    step!("docker import: an exported filesystem (plain or gzip) as a one-layer image");
+    let out = berth.shell(
+        r#"docker export box | docker import -c 'CMD ["/bin/sh", "-c", "cat /hello; echo imported"]' -m "from export" - imported/box:v1"#,
+    );
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.trim().starts_with("sha256:"), "{out}");
+    let out = berth
+        .docker_ok(&["run", "--rm", "imported/box:v1"])
+        .unwrap();
+    assert_eq!(out, "hello\nimported\n");
+    assert_eq!(
+        berth
+            .inspect("{{len .RootFS.Layers}}", "imported/box:v1")
+            .unwrap(),
+        "1"
+    );
+    let history = berth
+        .docker_ok(&["history", "--format", "{{.Comment}}", "imported/box:v1"])
+        .unwrap();
+    assert!(history.contains("from export"), "{history}");
+    let work = tempfile::tempdir().unwrap();
+    let gz = work.path().join("fs.tar.gz");
+    let exported = berth.docker_command(&["export", "box"]).output().unwrap();
+    assert!(exported.status.success());
+    {
+        let mut enc = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        std::io::Write::write_all(&mut enc, &exported.stdout).unwrap();
+        enc.finish().unwrap();
+    }
+    let out = berth
+        .docker_ok(&["import", &gz.display().to_string(), "imported/gz:v1"])
+        .unwrap();
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    let out = berth
+        .docker_ok(&["run", "--rm", "imported/gz:v1", "cat", "/srv/app/conf"])
+        .unwrap();
+    assert_eq!(out, "v1\n");
+    let evil = work.path().join("evil.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let name = b"../../escaped";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let out = berth.docker(&["import", &evil.display().to_string(), "evil:v1"]);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("escapes the layer root"), "{out}");
+    assert!(!berth.docker(&["image", "inspect", "evil:v1"]).success());
 
     step!("Docker's errors");
     let out = berth.docker(&["commit", "-c", "RUN rm -rf /", "box", "bad:one"]);
