@@ -342,13 +342,123 @@ pub async fn list(
         client.list_images(images::ListImagesRequest { all }),
     )
     .await?;
+    let filters = crate::util::parse_filters(&q)?;
+    let keep = ListFilter::new(&filters, &list.images)?;
     let mut out: Vec<Value> = list
         .images
         .iter()
+        .filter(|img| keep.passes(img))
         .map(|img| summary_json(img, -1, -1))
         .collect();
     out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
     Ok(Json(Value::Array(out)))
+}
+
+/// `docker images --filter`: dangling, label/label!, before/since (an image), reference
+/// (a glob over `name[:tag]`, `*` not crossing `/`).
+struct ListFilter<'a> {
+    filters: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    before: Option<i64>,
+    since: Option<i64>,
+}
+
+impl<'a> ListFilter<'a> {
+    fn new(
+        filters: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        all: &[images::Image],
+    ) -> Result<Self, ApiError> {
+        for k in filters.keys() {
+            if !matches!(
+                k.as_str(),
+                "dangling" | "label" | "label!" | "before" | "since" | "reference"
+            ) {
+                return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+            }
+        }
+        if let Some(v) = filters.get("dangling").and_then(|v| v.iter().next())
+            && !matches!(v.as_str(), "true" | "false" | "1" | "0")
+        {
+            // Docker's wording.
+            return Err(ApiError::bad_request(format!(
+                "Invalid filter 'dangling={v}'"
+            )));
+        }
+        // before/since name an image: its creation time bounds the list.
+        let created_of = |key: &str| -> Result<Option<i64>, ApiError> {
+            let Some(r) = filters.get(key).and_then(|v| v.iter().next()) else {
+                return Ok(None);
+            };
+            let hex = r.trim_start_matches("sha256:");
+            all.iter()
+                .find(|i| {
+                    i.repo_tags.iter().any(|t| t == r || familiar(t) == r)
+                        || i.repo_tags.iter().any(|t| t == &format!("{r}:latest"))
+                        || (hex.len() >= 4 && i.id.trim_start_matches("sha256:").starts_with(hex))
+                })
+                .map(|i| Some(unix_created(i)))
+                .ok_or_else(|| ApiError::not_found(format!("No such image: {r}")))
+        };
+        Ok(Self {
+            filters,
+            before: created_of("before")?,
+            since: created_of("since")?,
+        })
+    }
+
+    fn passes(&self, img: &images::Image) -> bool {
+        if let Some(v) = self.filters.get("dangling").and_then(|v| v.iter().next()) {
+            let want = matches!(v.as_str(), "true" | "1");
+            if want != img.repo_tags.is_empty() {
+                return false;
+            }
+        }
+        let created = unix_created(img);
+        if self.before.is_some_and(|b| created >= b) || self.since.is_some_and(|s| created <= s) {
+            return false;
+        }
+        if let Some(patterns) = self.filters.get("reference")
+            && !patterns
+                .iter()
+                .any(|p| img.repo_tags.iter().any(|t| reference_matches(p, t)))
+        {
+            return false;
+        }
+        let cfg = parse_config(img);
+        let labels = cfg.pointer("/config/Labels").cloned().unwrap_or(json!({}));
+        crate::util::labels_pass(self.filters, |k, v| match (labels.get(k), v) {
+            (Some(have), Some(want)) => have.as_str() == Some(want),
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+}
+
+/// Docker's reference filter: the pattern is matched (as a path glob) against the
+/// familiar `name:tag`, or against the name alone when it has no tag.
+pub fn reference_matches(pattern: &str, repo_tag: &str) -> bool {
+    let tag_at = repo_tag
+        .rfind(':')
+        .filter(|i| !repo_tag[*i..].contains('/'));
+    let name = tag_at.map_or(repo_tag, |i| &repo_tag[..i]);
+    let pattern_has_tag = pattern
+        .rfind(':')
+        .is_some_and(|i| !pattern[i..].contains('/'));
+    let subject = if pattern_has_tag { repo_tag } else { name };
+    glob_match(pattern.as_bytes(), subject.as_bytes())
+}
+
+/// `*` (any run without `/`), `?` (one byte but `/`), anything else literal.
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&p[1..], s)
+                || (s.first().is_some_and(|c| *c != b'/') && glob_match(p, &s[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => glob_match(&p[1..], &s[1..]),
+        _ => false,
+    }
 }
 
 /// An image as `docker images` and `docker system df` list it (-1: not measured).
@@ -595,6 +705,24 @@ mod tests {
         );
         h.insert("X-Registry-Auth", HeaderValue::from_static("!!!"));
         assert!(decode_registry_auth(&h).is_err());
+    }
+
+    #[test]
+    fn reference_filters_glob_like_docker() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:latest"));
+        assert!(reference_matches("busybox:lat*", "busybox:latest"));
+        assert!(!reference_matches("busybox:v1", "busybox:latest"));
+        assert!(reference_matches(
+            "*/busybox",
+            "127.0.0.1:5000/busybox:latest"
+        ));
+        assert!(reference_matches(
+            "127.0.0.1:5000/*",
+            "127.0.0.1:5000/busybox:latest"
+        ));
+        assert!(!reference_matches("*", "library/busybox:latest"));
+        assert!(reference_matches("*/*", "library/busybox:latest"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! become a new layer (deletions as whiteouts), `--change` instructions, author and
 //! message land in the image, the runtime's mount points stay out, the new image runs
 //! and saves; `docker import` of an exported filesystem (plain and gzip; a hostile
-//! tarball is refused); Docker's error for a bad change.
+//! tarball is refused); `docker images` filters over the lot; Docker's error for a bad
+//! change.
 
 use berth_e2e::{Berth, registry_with_busybox, step};
 
@@ -148,6 +149,41 @@ fn docker_commit() {
     assert!(!out.success(), "{out}");
     assert!(out.stderr.contains("escapes the layer root"), "{out}");
     assert!(!berth.docker(&["image", "inspect", "evil:v1"]).success());
+
+    step!("docker images filters and --digests over these images");
+    let list = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = berth
+            .docker_ok(&a)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        list(&["--filter", "reference=imported/*"]),
+        vec!["imported/box:v1", "imported/gz:v1"]
+    );
+    assert_eq!(list(&["imported/box"]), vec!["imported/box:v1"]);
+    assert_eq!(
+        list(&["--filter", "label=stage=committed"]),
+        vec!["committed/box:v1"]
+    );
+    assert_eq!(
+        list(&["--filter", "since=committed/box:v1"]),
+        vec!["imported/box:v1", "imported/gz:v1"]
+    );
+    assert!(list(&["--filter", "before=committed/box:v1"]).contains(&img));
+    assert!(list(&["--filter", "dangling=true"]).is_empty());
+    let digests = berth
+        .docker_ok(&["images", "--digests", "--format", "{{.Digest}}", &img])
+        .unwrap();
+    assert!(digests.trim().starts_with("sha256:"), "{digests}");
+    let bad = berth.docker(&["images", "--filter", "color=red"]);
+    assert!(!bad.success(), "{bad}");
 
     step!("Docker's errors");
     let out = berth.docker(&["commit", "-c", "RUN rm -rf /", "box", "bad:one"]);
