@@ -322,26 +322,12 @@ impl Imaged {
             .map_err(|e| ImagedError::Registry(format!("encoding the config: {e}")))?;
         let id = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
 
-        let chains = chain_ids(&diff_ids);
-        let top = diff_ids.len() - 1;
-        let lock = self.layer_lock(&chains[top]);
-        let guard = lock.lock().await;
-        if !self.layer_present(&chains[top]).await? {
-            let layer = LayerBlob {
-                digest,
-                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-                size,
-            };
-            self.install_layer(&blob.path, &layer, top, &diff_ids, &chains)
-                .await?;
-        }
-        drop(guard);
-        let layer_size = self
-            .store()
-            .layer(&chains[top])
-            .await?
-            .map(|l| l.size)
-            .unwrap_or_default();
+        let layer = LayerBlob {
+            digest,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            size,
+        };
+        let layer_size = self.ensure_top_layer(&blob.path, &layer, &diff_ids).await?;
         let row = ImageRow {
             id: id.clone(),
             config: config_bytes,
@@ -357,6 +343,32 @@ impl Imaged {
             .await?;
         tracing::info!(container = %req.container_id, %id, "committed");
         Ok(id)
+    }
+}
+
+impl Imaged {
+    /// Installs the blob at `path` as the top layer of `diff_ids` unless the store has it
+    /// (one install per chain at a time); returns that layer's size.
+    async fn ensure_top_layer(
+        &self,
+        path: &Path,
+        blob: &LayerBlob,
+        diff_ids: &[String],
+    ) -> Result<i64> {
+        let chains = chain_ids(diff_ids);
+        let top = chains.len() - 1;
+        let lock = self.layer_lock(&chains[top]);
+        let _guard = lock.lock().await;
+        if !self.layer_present(&chains[top]).await? {
+            self.install_layer(path, blob, top, diff_ids, &chains)
+                .await?;
+        }
+        Ok(self
+            .store()
+            .layer(&chains[top])
+            .await?
+            .map(|l| l.size)
+            .unwrap_or_default())
     }
 }
 
@@ -420,19 +432,17 @@ impl Imaged {
         .map_err(|e| ImagedError::Registry(e.to_string()))??;
         let (digest, media_type, size) = facts;
         let diff_ids = vec![diff_id];
-        let chains = chain_ids(&diff_ids);
-        let lock = self.layer_lock(&chains[0]);
-        let guard = lock.lock().await;
-        if !self.layer_present(&chains[0]).await? {
-            let blob = LayerBlob {
-                digest,
-                media_type,
-                size,
-            };
-            self.install_layer(path, &blob, 0, &diff_ids, &chains)
-                .await?;
-        }
-        drop(guard);
+        let layer_size = self
+            .ensure_top_layer(
+                path,
+                &LayerBlob {
+                    digest,
+                    media_type,
+                    size,
+                },
+                &diff_ids,
+            )
+            .await?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let platform = crate::pull::Platform::host();
         let comment = if message.is_empty() {
@@ -451,12 +461,6 @@ impl Imaged {
         let config_bytes = serde_json::to_vec(&config)
             .map_err(|e| ImagedError::Registry(format!("encoding the config: {e}")))?;
         let id = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
-        let layer_size = self
-            .store()
-            .layer(&chains[0])
-            .await?
-            .map(|l| l.size)
-            .unwrap_or_default();
         let row = ImageRow {
             id: id.clone(),
             config: config_bytes,

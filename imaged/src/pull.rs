@@ -116,20 +116,20 @@ impl std::fmt::Display for Platform {
 
 /// The subset of an image config imaged needs (the raw bytes are kept as pulled).
 #[derive(Debug, serde::Deserialize)]
-struct ConfigDoc {
+pub(crate) struct ConfigDoc {
     #[serde(default)]
-    created: Option<String>,
+    pub(crate) created: Option<String>,
     #[serde(default)]
-    os: String,
+    pub(crate) os: String,
     #[serde(default)]
-    architecture: String,
-    rootfs: RootFs,
+    pub(crate) architecture: String,
+    pub(crate) rootfs: RootFs,
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct RootFs {
+pub(crate) struct RootFs {
     #[serde(default)]
-    diff_ids: Vec<String>,
+    pub(crate) diff_ids: Vec<String>,
 }
 
 /// Sends progress messages; a vanished client does not stop the pull.

@@ -90,23 +90,6 @@ struct ArchiveManifest {
     layers: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ConfigRootfs {
-    #[serde(default)]
-    diff_ids: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ConfigDoc {
-    rootfs: ConfigRootfs,
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-}
-
 /// A name from inside an archive, if it is a plain relative path.
 fn safe_name(raw: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
@@ -407,7 +390,7 @@ impl Imaged {
         for entry in entries {
             let config = read_in(dir, &entry.config)?;
             let id = sha256(&config);
-            let doc: ConfigDoc = serde_json::from_slice(&config).map_err(|e| {
+            let doc: crate::pull::ConfigDoc = serde_json::from_slice(&config).map_err(|e| {
                 ImagedError::InvalidArgument(format!("invalid archive: image config: {e}"))
             })?;
             let diff_ids = doc.rootfs.diff_ids;
