@@ -143,6 +143,70 @@ struct Env {
     shim: PathBuf,
 }
 
+/// A failed run must not leave shims, their containers or cgroups behind: everything
+/// whose command line names this test's temp dir is killed (children first), then the
+/// instance's cgroups are removed.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let marker = self.tmp.path().display().to_string();
+        let procs: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ppid = stat
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                Some((pid, ppid, String::from_utf8_lossy(&cmd).into_owned()))
+            })
+            .collect();
+        let mut doomed: Vec<i32> = procs
+            .iter()
+            .filter(|(_, _, cmd)| cmd.contains("berth-shim") && cmd.contains(&marker))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            doomed.extend(
+                procs
+                    .iter()
+                    .filter(|(_, pp, _)| *pp == parent)
+                    .map(|(p, _, _)| *p),
+            );
+            i += 1;
+        }
+        for pid in doomed.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let parent = berth_kit::Roots::new(self.data(), self.run()).cgroup_parent();
+        for ctl in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = ctl.path().join(&parent);
+            if let Ok(subs) = std::fs::read_dir(&dir) {
+                for sub in subs.flatten().filter(|s| s.path().is_dir()) {
+                    let _ = std::fs::remove_dir(sub.path());
+                }
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    }
+}
+
 impl Env {
     fn data(&self) -> PathBuf {
         self.tmp.path().join("d")
