@@ -10,6 +10,8 @@ use std::time::Duration;
 /// How often a not-yet-started container is looked at while input waits for it (start
 /// events also wake the wait).
 const START_POLL: Duration = Duration::from_millis(50);
+/// How long input that has ended waits for the container's start.
+const START_AFTER_INPUT: Duration = Duration::from_secs(60);
 
 /// The initial window size Docker's CLI sends in `HostConfig.ConsoleSize` (`[rows,
 /// columns]`); None when absent or zero.
@@ -29,7 +31,15 @@ impl Service {
         first: AttachInput,
         mut input: tonic::Streaming<AttachInput>,
     ) -> Result<(), Error> {
-        let id = self.wait_running(&first.id).await?;
+        // Input that arrives before the start is held, in order.
+        let mut pending = std::collections::VecDeque::from([first.clone()]);
+        let Some(id) = self
+            .wait_running(&first.id, &mut input, &mut pending)
+            .await?
+        else {
+            // The client left before the container ran: nothing to deliver.
+            return Ok(());
+        };
         let spec = self.resolve(&id).await?.spec()?;
         if !spec.open_stdin {
             // Docker's CLI does not send input then; a raw client gets told.
@@ -43,10 +53,11 @@ impl Service {
             let id = id.clone();
             async move { shim::stdin(&cfg, &id, rx).await }
         });
-        let mut next = Some(first);
+        let input_done = pending.iter().any(|m| m.close_stdin);
         loop {
-            let msg = match next.take() {
+            let msg = match pending.pop_front() {
                 Some(m) => m,
+                None if input_done => break,
                 None => match input.message().await {
                     Ok(Some(m)) => m,
                     // The client left: detach, leave stdin open.
@@ -77,15 +88,28 @@ impl Service {
     }
 
     /// The container's id once it is running; waits through `created` (and a restart's
-    /// gap). Fails when it is removed or its current run ends before input could go in.
-    async fn wait_running(&self, key: &str) -> Result<String, Error> {
+    /// gap), holding what the client sends meanwhile in `pending`. None when there is
+    /// nothing to deliver: the input ended empty, or ended and the container did not
+    /// start within [`START_AFTER_INPUT`] (`docker run -i` starts right after attaching;
+    /// a start that failed leaves the container created for ever). Fails when the
+    /// container is removed or its current run ends before input could go in.
+    async fn wait_running(
+        &self,
+        key: &str,
+        input: &mut tonic::Streaming<AttachInput>,
+        pending: &mut std::collections::VecDeque<AttachInput>,
+    ) -> Result<Option<String>, Error> {
         let rec = self.resolve(key).await?;
         let first_started = rec.started_at.clone();
         let mut events = self.subscribe_events();
+        let mut input_ended: Option<std::time::Instant> = None;
         loop {
+            if input_ended.is_some_and(|t| t.elapsed() > START_AFTER_INPUT) {
+                return Ok(None);
+            }
             let rec = self.resolve(key).await?;
             match rec.state.as_str() {
-                "running" => return Ok(rec.id),
+                "running" => return Ok(Some(rec.id)),
                 // Started and over since we began: the input came too late.
                 "exited" | "dead" if rec.started_at != first_started => {
                     return Err(Error::FailedPrecondition(format!(
@@ -99,6 +123,16 @@ impl Service {
             tokio::select! {
                 _ = events.recv() => {}
                 _ = tokio::time::sleep(START_POLL) => {}
+                msg = input.message(), if input_ended.is_none() => match msg {
+                    Ok(Some(m)) => pending.push_back(m),
+                    Ok(None) | Err(_) => {
+                        let nothing = pending.iter().all(|m| m.stdin.is_empty() && !m.close_stdin);
+                        if nothing {
+                            return Ok(None);
+                        }
+                        input_ended = Some(std::time::Instant::now());
+                    }
+                },
             }
         }
     }

@@ -597,6 +597,39 @@ async fn lifecycle_logs_and_restart() {
         "The container name \"/c1\" is already in use by container \"{id1}\""
     )));
 
+    // 2a. an attach to a container that never starts ends when its client leaves (no
+    // waiter is left polling for a start that will not come).
+    let mut idle = env.spec("6", "idle", &["cat"]);
+    idle.open_stdin = true;
+    c.create(CreateRequest { spec: Some(idle) }).await.unwrap();
+    let (idle_tx, idle_rx) = tokio::sync::mpsc::channel(2);
+    idle_tx
+        .send(AttachInput {
+            id: "idle".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut idle_client = env.client();
+    let idle_attach = tokio::spawn(async move {
+        idle_client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(idle_rx))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(idle_tx);
+    tokio::time::timeout(Duration::from_secs(5), idle_attach)
+        .await
+        .expect("the attach outlived its client")
+        .unwrap()
+        .unwrap();
+    c.remove(RemoveRequest {
+        id: "idle".into(),
+        force: false,
+    })
+    .await
+    .unwrap();
+
     // 2b. a terminal: input sent before the start waits for it, the pty has the
     // HostConfig's size, typed input comes back through the line discipline, Resize
     // reaches it.
