@@ -154,6 +154,7 @@ pub fn resolve_process(
         console_height: 0,
         console_width: 0,
         transient: false,
+        timeout_ms: 0,
     })
 }
 

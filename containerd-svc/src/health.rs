@@ -221,6 +221,7 @@ impl Service {
         let process = match resolve_process(&new_exec_id(), &cfg, spec, false) {
             Ok(p) => berth_proto::shim::ExecProcess {
                 transient: true,
+                timeout_ms: check.timeout.as_millis().min(u32::MAX as u128) as u32,
                 ..p
             },
             Err(e) => return done(-1, e.to_string()),

@@ -483,7 +483,26 @@ impl Execs {
                 )
             }
         };
-        let code = exited.await.unwrap_or(255);
+        // A process with a deadline (a healthcheck probe) is killed when it passes: one
+        // that hangs must not pile up a new copy every interval.
+        let code = if p.timeout_ms > 0 {
+            tokio::pin!(exited);
+            let deadline = Duration::from_millis(u64::from(p.timeout_ms));
+            match tokio::time::timeout(deadline, &mut exited).await {
+                Ok(r) => r.unwrap_or(255),
+                Err(_) => {
+                    tracing::info!(exec = %p.exec_id, pid, "past its deadline: killing it");
+                    // Not reaped yet (its status is still to come), so the pid is its own.
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    exited.await.unwrap_or(255)
+                }
+            }
+        } else {
+            exited.await.unwrap_or(255)
+        };
         let drained = async {
             for r in readers {
                 let _ = r.await;

@@ -1,7 +1,8 @@
 //! Healthchecks with the real CLI: `--health-cmd/-interval/-timeout/-retries/
 //! -start-period`, the status in `docker ps` and `inspect` (Status, FailingStreak, Log),
 //! `--filter health=`, `health_status` events, Docker's timeout wording,
-//! `--no-healthcheck`, and the streak still counting after kill -9 of containerd-svc.
+//! `--no-healthcheck`, timed-out probes killed, and the streak still counting after
+//! kill -9 of containerd-svc.
 
 use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
 use std::time::Duration;
@@ -151,6 +152,20 @@ fn healthchecks() {
         .inspect("{{(index .State.Health.Log 0).ExitCode}}", "slow")
         .unwrap();
     assert_eq!(code, "-1");
+    // A probe past its deadline is killed: hung probes do not pile up every interval
+    // (each lives 300 ms, one starts every 500 ms).
+    std::thread::sleep(Duration::from_secs(3));
+    let hung = berth
+        .docker_ok(&[
+            "exec",
+            "slow",
+            "sh",
+            "-c",
+            "ps -o args | grep -c '^sleep 5' || true",
+        ])
+        .unwrap();
+    let hung: u32 = hung.trim().parse().unwrap();
+    assert!(hung <= 2, "{hung} timed-out probes still running");
 
     step!("--no-healthcheck and a plain container have no Health");
     berth
