@@ -539,38 +539,8 @@ fn append_dir_contents<W: Write>(
 // ---------------------------------------------------------------------------------------
 // The service side.
 
-type ChunkTx = tokio::sync::mpsc::Sender<Result<ArchiveChunk, tonic::Status>>;
-
-/// Sends what the tar writer produces as chunks of about [`CHUNK`] bytes.
-struct ChunkWriter {
-    tx: ChunkTx,
-    buf: Vec<u8>,
-}
-
+/// Bytes per `ArchiveChunk`.
 const CHUNK: usize = 64 * 1024;
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = ArchiveChunk {
-            stat: None,
-            data: std::mem::take(&mut self.buf),
-        };
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the caller left"))
-    }
-}
 
 fn to_proto(s: PathStat) -> ProtoStat {
     ProtoStat {
@@ -640,10 +610,9 @@ impl Service {
             }))
             .await;
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::new(),
-            };
+            let mut w = berth_kit::chunks::ChunkSender::new(tx.clone(), CHUNK, |data| {
+                ArchiveChunk { stat: None, data }
+            });
             let r = root.tar(&path, &mut w).and_then(|()| {
                 w.flush()
                     .map_err(|e| Error::Internal(format!("sending the archive: {e}")))

@@ -11,13 +11,46 @@ use berth_proto::images;
 use futures_util::StreamExt;
 use serde_json::json;
 
-/// The `names` of a save request, in order (the parameter repeats).
-pub fn names_of(raw_query: Option<&str>) -> Vec<String> {
-    form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "names")
-        .map(|(_, v)| v.into_owned())
-        .filter(|v| !v.is_empty())
-        .collect()
+/// A query's parameters in order: `names` (save) and `changes` (commit, import) repeat,
+/// which a map would lose.
+pub struct RepeatedQuery(Vec<(String, String)>);
+
+impl RepeatedQuery {
+    pub fn parse(raw: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The first value of `key`, or "".
+    pub fn get(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every non-blank value of `key`, in order.
+    pub fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == key && !v.trim().is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// `repo[:tag]` from the `repo` and `tag` parameters; "" without a repo (untagged).
+    pub fn repo_tag(&self) -> String {
+        let (repo, tag) = (self.get("repo"), self.get("tag"));
+        match (repo.is_empty(), tag.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => repo,
+            (false, false) => format!("{repo}:{tag}"),
+        }
+    }
 }
 
 /// Streams imaged's archive of `names`. Errors before the first byte (an unknown image)
@@ -89,25 +122,14 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
 /// body is the tarball; the answer is Docker's JSON line with the new image's ID.
 pub async fn import(
     st: AppState,
-    q: &std::collections::HashMap<String, String>,
     raw_query: Option<&str>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let repo = q.get("repo").cloned().unwrap_or_default();
-    let tag = q.get("tag").cloned().unwrap_or_default();
-    let reference = match (repo.is_empty(), tag.is_empty()) {
-        (true, _) => String::new(),
-        (false, true) => repo,
-        (false, false) => format!("{repo}:{tag}"),
-    };
-    let changes = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
-        .filter(|(k, v)| k == "changes" && !v.trim().is_empty())
-        .map(|(_, v)| v.into_owned())
-        .collect();
+    let q = RepeatedQuery::parse(raw_query);
     let first = images::ImportInput {
-        changes,
-        message: q.get("message").cloned().unwrap_or_default(),
-        reference,
+        changes: q.all("changes"),
+        message: q.get("message"),
+        reference: q.repo_tag(),
         data: Vec::new(),
     };
     let (input, fed) = crate::upload::feed(body, Some(first), |data| images::ImportInput {
@@ -136,39 +158,20 @@ pub async fn commit(
     axum::extract::State(st): axum::extract::State<AppState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
-    let params: Vec<(String, String)> =
-        form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(pk, _)| pk == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let container = get("container");
+    let q = RepeatedQuery::parse(raw.as_deref());
+    let container = q.get("container");
     if container.is_empty() {
         return Err(ApiError::bad_request("container is required"));
     }
     let c = crate::containers::get_container(&st, &container).await?;
     let spec = c.spec.unwrap_or_default();
-    let (repo, tag) = (get("repo"), get("tag"));
-    let reference = match (repo.is_empty(), tag.is_empty()) {
-        (true, _) => String::new(),
-        (false, true) => repo.clone(),
-        (false, false) => format!("{repo}:{tag}"),
-    };
+    let reference = q.repo_tag();
     let req = images::CommitRequest {
         container_id: spec.id.clone(),
         container_config_json: spec.config_json.clone(),
-        changes: params
-            .iter()
-            .filter(|(k, v)| k == "changes" && !v.trim().is_empty())
-            .map(|(_, v)| v.clone())
-            .collect(),
-        author: get("author"),
-        comment: get("comment"),
+        changes: q.all("changes"),
+        author: q.get("author"),
+        comment: q.get("comment"),
         reference: reference.clone(),
     };
     let mut client = st.services.images.clone();
@@ -179,7 +182,7 @@ pub async fn commit(
             "commit",
             &spec.id,
             [
-                ("comment".to_string(), get("comment")),
+                ("comment".to_string(), q.get("comment")),
                 ("imageID".to_string(), done.id.clone()),
                 ("imageRef".to_string(), reference),
             ]
@@ -194,11 +197,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_repeat_in_order() {
+    fn repeated_parameters_keep_their_order() {
+        let q = RepeatedQuery::parse(Some("names=busybox%3Alatest&names=b&other=x&names="));
+        assert_eq!(q.all("names"), vec!["busybox:latest", "b"]);
+        assert_eq!(q.get("other"), "x");
+        assert!(RepeatedQuery::parse(None).all("names").is_empty());
         assert_eq!(
-            names_of(Some("names=busybox%3Alatest&names=b&other=x")),
-            vec!["busybox:latest", "b"]
+            RepeatedQuery::parse(Some("repo=a%2Fb&tag=v1")).repo_tag(),
+            "a/b:v1"
         );
-        assert!(names_of(None).is_empty());
+        assert_eq!(RepeatedQuery::parse(Some("repo=a")).repo_tag(), "a");
+        assert_eq!(RepeatedQuery::parse(Some("tag=v1")).repo_tag(), "");
     }
 }

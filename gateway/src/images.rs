@@ -137,7 +137,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     match q.get("fromSrc").map(String::as_str) {
-        Some("-") => return crate::image_archive::import(st, &q, raw.as_deref(), body).await,
+        Some("-") => return crate::image_archive::import(st, raw.as_deref(), body).await,
         Some(s) if !s.is_empty() => {
             return Err(ApiError::not_supported("docker import from a URL"));
         }
@@ -507,7 +507,7 @@ pub async fn get_by_path(
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, ApiError> {
     if rest == "get" {
-        let names = crate::image_archive::names_of(raw.as_deref());
+        let names = crate::image_archive::RepeatedQuery::parse(raw.as_deref()).all("names");
         return crate::image_archive::save(st, names).await;
     }
     if let Some(name) = rest.strip_suffix("/get") {

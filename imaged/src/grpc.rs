@@ -42,47 +42,6 @@ pub type PullStream = Pin<Box<dyn Stream<Item = Result<PullProgress, Status>> + 
 pub type ExportStream =
     Pin<Box<dyn Stream<Item = Result<berth_proto::images::ExportChunk, Status>> + Send>>;
 
-/// Sends what a blocking writer produces as `ArchiveData` chunks of about 256 KiB.
-struct ChunkWriter {
-    tx: tokio::sync::mpsc::Sender<Result<berth_proto::images::ArchiveData, Status>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn new(
-        tx: tokio::sync::mpsc::Sender<Result<berth_proto::images::ArchiveData, Status>>,
-    ) -> Self {
-        Self {
-            tx,
-            buf: Vec::new(),
-        }
-    }
-
-    fn finish(&mut self) -> std::io::Result<()> {
-        std::io::Write::flush(self)
-    }
-}
-
-impl std::io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 256 << 10 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        self.tx
-            .blocking_send(Ok(berth_proto::images::ArchiveData { data }))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the caller left"))
-    }
-}
-
 /// The progress of a pull or push. An error before any progress is the call's own
 /// status, so callers can answer with a plain HTTP error as dockerd does.
 async fn progress_stream(
@@ -156,8 +115,11 @@ impl Images for ImagesService {
         let plan = self.imaged.save_plan(&refs).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter::new(tx.clone());
-            let r = crate::saveload::write_archive(&plan, &mut w).and_then(|()| w.finish());
+            let mut w = berth_kit::chunks::ChunkSender::new(tx.clone(), 256 << 10, |data| {
+                berth_proto::images::ArchiveData { data }
+            });
+            let r = crate::saveload::write_archive(&plan, &mut w)
+                .and_then(|()| std::io::Write::flush(&mut w));
             if let Err(e) = r {
                 let _ =
                     tx.blocking_send(Err(Status::internal(format!("writing the archive: {e}"))));

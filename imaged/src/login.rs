@@ -88,19 +88,18 @@ impl Imaged {
             .get(reqwest::header::WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_challenge);
+        // The same `/v2/` request with the credentials the challenge asks for.
+        let retry = |req: reqwest::RequestBuilder| async {
+            let r = req.send().await.map_err(unreachable)?;
+            if r.status().is_success() {
+                Ok(())
+            } else {
+                Err(failed(r.status()))
+            }
+        };
         match challenge {
             Some(Challenge::Basic) | None => {
-                let r = http
-                    .get(&base)
-                    .basic_auth(username, Some(password))
-                    .send()
-                    .await
-                    .map_err(unreachable)?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(failed(r.status()))
-                }
+                retry(http.get(&base).basic_auth(username, Some(password))).await
             }
             Some(Challenge::Bearer { realm, service }) => {
                 let r = http
@@ -125,17 +124,7 @@ impl Imaged {
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or_default()
                     .to_string();
-                let r = http
-                    .get(&base)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .map_err(unreachable)?;
-                if r.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(failed(r.status()))
-                }
+                retry(http.get(&base).bearer_auth(token)).await
             }
         }
     }

@@ -302,6 +302,15 @@ fn io_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     found
 }
 
+/// The CLI's credentials (X-Registry-Auth, as the gateway decoded them) for oci-client.
+pub(crate) fn registry_auth(auth: Option<berth_proto::images::RegistryAuth>) -> RegistryAuth {
+    match auth {
+        Some(a) if !a.username.is_empty() => RegistryAuth::Basic(a.username, a.password),
+        Some(a) if !a.registry_token.is_empty() => RegistryAuth::Bearer(a.registry_token),
+        _ => RegistryAuth::Anonymous,
+    }
+}
+
 /// A layer's compressed blob, beside its `diff` dir.
 pub const BLOB_FILE: &str = "blob";
 
@@ -373,11 +382,7 @@ impl Imaged {
             familiar_name: r.familiar_name(),
             platform: platform.clone(),
         };
-        let auth = match req.auth {
-            Some(a) if !a.username.is_empty() => RegistryAuth::Basic(a.username, a.password),
-            Some(a) if !a.registry_token.is_empty() => RegistryAuth::Bearer(a.registry_token),
-            _ => RegistryAuth::Anonymous,
-        };
+        let auth = registry_auth(req.auth);
 
         let (manifest, manifest_digest, config, list_digest) = client
             .pull_manifest_and_config_and_list_digest(r.oci(), &auth)

@@ -10,7 +10,7 @@ use crate::unpack::chain_ids;
 use berth_proto::images::{PullProgress, PushRequest};
 use futures_util::StreamExt;
 use oci_client::RegistryOperation;
-use oci_client::secrets::RegistryAuth;
+use oci_client::errors::OciDistributionError;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -47,6 +47,39 @@ pub fn manifest_for(config: &[u8], layers: &[LayerRow]) -> (Vec<u8>, &'static st
     (serde_json::to_vec(&doc).unwrap_or_default(), media)
 }
 
+/// A registry's refusal of a push in Docker's words: credentials it does not accept are
+/// "unauthorized" (the CLI prints it), a registry that does not answer is unavailable.
+fn push_error(registry: &str, e: OciDistributionError) -> ImagedError {
+    let unauthorized =
+        || ImagedError::Unauthenticated("unauthorized: authentication required".into());
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => unauthorized(),
+        OciDistributionError::RegistryError { ref envelope, .. }
+            if envelope.errors.iter().any(|x| {
+                serde_json::to_value(&x.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .is_some_and(|c| c == "UNAUTHORIZED" || c == "DENIED")
+            }) =>
+        {
+            unauthorized()
+        }
+        OciDistributionError::RequestError(ref r)
+            if matches!(
+                r.status(),
+                Some(reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN)
+            ) =>
+        {
+            unauthorized()
+        }
+        OciDistributionError::RequestError(ref r) if r.is_connect() || r.is_timeout() => {
+            ImagedError::Unavailable(format!("pushing to {registry}: {e}"))
+        }
+        other => ImagedError::Registry(format!("pushing to {registry}: {other}")),
+    }
+}
+
 async fn say(tx: &ProgressSender, status: impl Into<String>, id: &str, cur: i64, total: i64) {
     let _ = tx
         .send(Ok(PullProgress {
@@ -60,6 +93,31 @@ async fn say(tx: &ProgressSender, status: impl Into<String>, id: &str, cur: i64,
 }
 
 impl Imaged {
+    /// The image's layers, bottom first, each with its kept blob; `what` ("push",
+    /// "save") words the error for a layer stored without one.
+    pub(crate) async fn layers_with_blobs(
+        &self,
+        row: &crate::store::ImageRow,
+        what: &str,
+    ) -> Result<Vec<LayerRow>> {
+        let diff_ids: Vec<String> = serde_json::from_str(&row.diff_ids)
+            .map_err(|e| ImagedError::Registry(format!("diff ids: {e}")))?;
+        let mut layers = Vec::new();
+        for chain in chain_ids(&diff_ids) {
+            let l = self.store().layer(&chain).await?.ok_or_else(|| {
+                ImagedError::FailedPrecondition(format!("layer {chain} of the image is missing"))
+            })?;
+            if l.blob_digest.is_empty() {
+                return Err(ImagedError::FailedPrecondition(format!(
+                    "layer {} was stored without its blob (pulled by an older Berth): pull the image again to {what} it",
+                    l.diff_id
+                )));
+            }
+            layers.push(l);
+        }
+        Ok(layers)
+    }
+
     /// Pushes `req.reference` (a tagged name). Layers the registry has are skipped.
     pub async fn push(&self, req: PushRequest, tx: ProgressSender) -> Result<()> {
         let r = ImageRef::parse(&req.reference)?;
@@ -75,37 +133,11 @@ impl Imaged {
             )),
             e => e,
         })?;
-        let diff_ids: Vec<String> = serde_json::from_str(&row.diff_ids)
-            .map_err(|e| ImagedError::Registry(format!("diff ids: {e}")))?;
-        let mut layers = Vec::new();
-        for chain in chain_ids(&diff_ids) {
-            let l = self.store().layer(&chain).await?.ok_or_else(|| {
-                ImagedError::FailedPrecondition(format!("layer {chain} of the image is missing"))
-            })?;
-            if l.blob_digest.is_empty() {
-                return Err(ImagedError::FailedPrecondition(format!(
-                    "layer {} was stored without its blob (pulled by an older Berth): pull the image again to push it",
-                    l.diff_id
-                )));
-            }
-            layers.push(l);
-        }
+        let layers = self.layers_with_blobs(&row, "push").await?;
         let registry = r.oci().resolve_registry().to_string();
         let (client, _) = self.client_for(&registry, &Platform::host());
-        let auth = match req.auth {
-            Some(a) if !a.username.is_empty() => RegistryAuth::Basic(a.username, a.password),
-            Some(a) if !a.registry_token.is_empty() => RegistryAuth::Bearer(a.registry_token),
-            _ => RegistryAuth::Anonymous,
-        };
-        let refused = |e: oci_client::errors::OciDistributionError| {
-            let text = e.to_string();
-            if text.contains("401") || text.to_lowercase().contains("unauthorized") {
-                // Docker's wording.
-                ImagedError::Unauthenticated("unauthorized: authentication required".into())
-            } else {
-                ImagedError::Registry(format!("pushing to {registry}: {text}"))
-            }
-        };
+        let auth = crate::pull::registry_auth(req.auth);
+        let refused = |e| push_error(&registry, e);
         say(
             &tx,
             format!("The push refers to repository [{}]", r.familiar_name()),

@@ -10,7 +10,7 @@ use crate::Imaged;
 use crate::error::{ImagedError, Result};
 use crate::pull::{BLOB_FILE, LayerBlob};
 use crate::reference::ImageRef;
-use crate::store::{ImageRow, LayerRow};
+use crate::store::ImageRow;
 use crate::unpack::chain_ids;
 use serde::Deserialize;
 use serde_json::json;
@@ -293,24 +293,12 @@ impl Imaged {
         let mut docker_manifest = Vec::new();
         for reference in references {
             let row = self.resolve(reference).await?;
-            let diff_ids: Vec<String> = serde_json::from_str(&row.diff_ids)
-                .map_err(|e| ImagedError::Registry(format!("diff ids: {e}")))?;
-            let mut layers: Vec<LayerRow> = Vec::new();
-            for chain in chain_ids(&diff_ids) {
-                let l = self.store().layer(&chain).await?.ok_or_else(|| {
-                    ImagedError::FailedPrecondition(format!("layer {chain} is missing"))
-                })?;
-                if l.blob_digest.is_empty() {
-                    return Err(ImagedError::FailedPrecondition(format!(
-                        "layer {} was stored without its blob (pulled by an older Berth): pull {reference} again to save it",
-                        l.diff_id
-                    )));
-                }
+            let layers = self.layers_with_blobs(&row, "save").await?;
+            for l in &layers {
                 plan.files.insert(
                     blob_path(&l.blob_digest),
-                    Source::File(self.layout().layer_dir(&chain).join(BLOB_FILE)),
+                    Source::File(self.layout().layer_dir(&l.chain_id).join(BLOB_FILE)),
                 );
-                layers.push(l);
             }
             let config_digest = sha256(&row.config);
             plan.files

@@ -3,6 +3,7 @@
 //! Nothing service-specific belongs here.
 
 pub mod args;
+pub mod chunks;
 pub mod db;
 pub mod disk;
 pub mod grpc;

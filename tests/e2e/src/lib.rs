@@ -47,3 +47,13 @@ pub fn registry_with_busybox() -> anyhow::Result<(Registry, TestImage, String)> 
     let (reference, _) = image.push(&registry, "busybox:latest", Format::Oci)?;
     Ok((registry, image, reference))
 }
+
+/// The start of most tests: a registry serving the busybox image, and a Berth named
+/// `name` (see [`Berth::start`]) that has pulled it. Returns the registry, the image,
+/// its reference and the Berth (drop them in the reverse order: bind them in this one).
+pub fn berth_with_busybox(name: &str) -> anyhow::Result<(Registry, TestImage, String, Berth)> {
+    let (registry, image, reference) = registry_with_busybox()?;
+    let berth = Berth::start(name)?;
+    berth.docker_ok(&["pull", &reference])?;
+    Ok((registry, image, reference, berth))
+}

@@ -5,13 +5,11 @@
 //! tarball is refused); `docker images` filters over the lot; Docker's error for a bad
 //! change.
 
-use berth_e2e::{Berth, registry_with_busybox, step};
+use berth_e2e::{berth_with_busybox, step};
 
 #[test]
 fn docker_commit() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("commit").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("commit").unwrap();
     berth
         .docker_ok(&["run", "-d", "--name", "box", &img, "sleep", "1000"])
         .unwrap();

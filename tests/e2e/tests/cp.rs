@@ -3,14 +3,12 @@
 //! symlinks planted in the container that point at the host's files: they resolve
 //! inside the container, so nothing of the host is read or written.
 
-use berth_e2e::{Berth, registry_with_busybox, step};
+use berth_e2e::{berth_with_busybox, step};
 use std::os::unix::fs::PermissionsExt;
 
 #[test]
 fn docker_cp() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("cp").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("cp").unwrap();
     berth
         .docker_ok(&[
             "run",

@@ -3,16 +3,14 @@
 //! words), -i with piped stdin, -d and exec inspect, exec into a stopped container, and
 //! exec still working after kill -9 of berth-containerd.
 
-use berth_e2e::{Berth, procs, registry_with_busybox, step, wait_until};
+use berth_e2e::{Berth, berth_with_busybox, procs, step, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::time::Duration;
 
 #[test]
 fn docker_exec() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("exec").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("exec").unwrap();
     berth
         .docker_ok(&[
             "run",

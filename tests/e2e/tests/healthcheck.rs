@@ -4,7 +4,7 @@
 //! `--no-healthcheck`, timed-out probes killed, and the streak still counting after
 //! kill -9 of containerd-svc.
 
-use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use berth_e2e::{Berth, berth_with_busybox, step, wait_until};
 use std::time::Duration;
 
 fn health(berth: &Berth, name: &str) -> String {
@@ -31,9 +31,7 @@ fn unix_now() -> String {
 
 #[test]
 fn healthchecks() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("health").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("health").unwrap();
     let t0 = unix_now();
 
     step!("a failing probe makes it unhealthy after the retries; ps and inspect say so");

@@ -2,7 +2,7 @@
 //! tag is untagged alone; the last name deletes the image and frees its layers on disk;
 //! an image a container uses is refused (409) unless forced; history lists the layers.
 
-use berth_e2e::{Berth, registry_with_busybox, step};
+use berth_e2e::{Berth, berth_with_busybox, step};
 
 fn layer_dirs(berth: &Berth) -> usize {
     std::fs::read_dir(berth.data_root().join("imaged/layers"))
@@ -12,9 +12,7 @@ fn layer_dirs(berth: &Berth) -> usize {
 
 #[test]
 fn tag_rmi_and_history() {
-    let (_registry, image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("images").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, image, img, berth) = berth_with_busybox("images").unwrap();
     assert_eq!(layer_dirs(&berth), 1, "busybox is one layer");
 
     step!("docker tag adds a name to the same image");

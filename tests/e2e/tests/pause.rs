@@ -2,7 +2,7 @@
 //! counter inside stands still), ps/inspect/events say so, exec and rm refuse with
 //! Docker's words, and stop works on a paused container.
 
-use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use berth_e2e::{Berth, berth_with_busybox, step, wait_until};
 use std::time::Duration;
 
 /// The counter the container writes, read through its root from the host.
@@ -16,9 +16,7 @@ fn counter(berth: &Berth, name: &str) -> u64 {
 
 #[test]
 fn docker_pause() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("pause").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("pause").unwrap();
     berth
         .docker_ok(&[
             "run",

@@ -2,13 +2,11 @@
 //! filters), `docker image prune` (untagged only, or every unused image with -a), and
 //! `docker system prune -a --volumes` (containers, networks, images, anonymous volumes).
 
-use berth_e2e::{Berth, registry_with_busybox, step};
+use berth_e2e::{berth_with_busybox, step};
 
 #[test]
 fn docker_prune() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("prune").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("prune").unwrap();
 
     step!("container prune removes exited and created containers, never running ones");
     berth

@@ -3,7 +3,7 @@
 //! starts at 100 ms) and afterwards the same container, with the same PID, is still
 //! running, and its log is complete: no tick lost or duplicated across the restarts.
 
-use berth_e2e::{Berth, registry_with_busybox, step, wait_until};
+use berth_e2e::{berth_with_busybox, step, wait_until};
 use berth_e2e::{procs, ticker};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -11,9 +11,7 @@ use std::time::Duration;
 
 #[test]
 fn a_service_crash_leaves_containers_running() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("restart").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("restart").unwrap();
 
     step!("start a container that counts");
     ticker::start(&berth, "ticker", &img, "1").unwrap();
@@ -77,9 +75,7 @@ fn a_service_crash_leaves_containers_running() {
 /// The container keeps running with the same PID and its log stays whole.
 #[test]
 fn rolling_upgrade_keeps_containers_running() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("upgrade").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("upgrade").unwrap();
     ticker::start(&berth, "ticker", &img, "0.5").unwrap();
     let container_pid = berth.container_pid("ticker").unwrap();
     for service in [

@@ -3,7 +3,7 @@
 //! (Docker's docker-archive format) loads, skopeo reads ours, and hostile archives (a
 //! `../` name, a layer that does not match its diff ID) are refused leaving no image.
 
-use berth_e2e::{Berth, cmd, registry_with_busybox, step};
+use berth_e2e::{Berth, berth_with_busybox, cmd, step};
 use std::process::Command;
 use std::time::Duration;
 
@@ -30,9 +30,7 @@ fn image_count(berth: &Berth) -> usize {
 
 #[test]
 fn docker_save_and_load() {
-    let (_registry, image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("saveload").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, image, img, berth) = berth_with_busybox("saveload").unwrap();
     let id = berth.inspect("{{.Id}}", &img).unwrap();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("busybox.tar");

@@ -2,7 +2,7 @@
 //! the space `docker container prune` reports, `docker stats` (one shot and streamed),
 //! `docker info`'s counts and settings, `berthd --validate`, SIGHUP reload.
 
-use berth_e2e::{Berth, Format, registry_with_busybox, step};
+use berth_e2e::{Berth, Format, berth_with_busybox, registry_with_busybox, step};
 use serde_json::Value;
 
 /// `docker system df --format '{{json .}}'`: one object per type, by its Type.
@@ -163,9 +163,7 @@ fn stream_lines(berth: &Berth, path: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn docker_stats() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("stats").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("stats").unwrap();
     berth
         .docker_ok(&[
             "run",

@@ -4,7 +4,7 @@
 //! ctrl-p ctrl-q and `docker attach` back (after kill -9 of containerd-svc too), `docker exec -it` (size, resize, exit code),
 //! `-t` alone (raw output and logs), and `-i` with piped stdin that closes properly.
 
-use berth_e2e::{Berth, Terminal, registry_with_busybox, step, wait_until};
+use berth_e2e::{Terminal, berth_with_busybox, step, wait_until};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -33,9 +33,7 @@ fn size_becomes(term: &mut Terminal, want: &str) -> bool {
 
 #[test]
 fn terminals_and_stdin() {
-    let (_registry, _image, img) = registry_with_busybox().unwrap();
-    let berth = Berth::start("tty").unwrap();
-    berth.docker_ok(&["pull", &img]).unwrap();
+    let (_registry, _image, img, berth) = berth_with_busybox("tty").unwrap();
 
     step!("docker run -it: a pty of the CLI's size, TERM, resize, ctrl-C, exit code");
     let mut term = Terminal::spawn(
