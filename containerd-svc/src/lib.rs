@@ -7,6 +7,7 @@
 //! gateway and the container's shim ([`exec`]).
 
 pub mod archive;
+pub mod cgroup_warmup;
 pub mod exec;
 pub mod freezer;
 pub mod health;

@@ -204,6 +204,7 @@ impl Service {
     }
 
     /// Records an exit once and emits "die".
+    #[tracing::instrument(name = "container.exit", skip_all, fields(container.id = %id))]
     async fn record_exit(
         &self,
         id: &str,
@@ -413,6 +414,8 @@ impl Service {
 
     #[tracing::instrument(name = "container.create", skip_all, fields(container.id = %spec.id, container.image.name = %spec.image_ref))]
     async fn create(&self, spec: ContainerSpec) -> Result<Container, Error> {
+        // `docker run` starts right after: see cgroup_warmup.
+        crate::cgroup_warmup::warm_up();
         let mut spec = spec;
         if !names::is_valid_id(&spec.id) {
             return Err(Error::InvalidArgument(format!(
@@ -498,6 +501,7 @@ impl Service {
     /// Starts the container; `by_policy` is a restart policy's start: only of a container
     /// still `restarting` (not stopped or started meanwhile), and it counts as a restart.
     async fn start_with(&self, key: &str, by_policy: bool) -> Result<StartResponse, Error> {
+        crate::cgroup_warmup::warm_up();
         let rec = self.resolve(key).await?;
         let lock = self.lock_for(&rec.id);
         let _g = lock.lock().await;
@@ -923,6 +927,7 @@ impl Service {
 
     /// Removes what a dead shim may have left: its dir, libcontainer state and the
     /// container's cgroup leaves (already gone after a clean shim Shutdown).
+    #[tracing::instrument(name = "container.cleanup", skip_all)]
     fn cleanup_runtime(&self, id: &str) {
         let cfg = &self.inner.cfg;
         let _ = std::fs::remove_dir_all(cfg.shim_dir(id));

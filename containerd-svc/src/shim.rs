@@ -57,7 +57,9 @@ async fn deadline<T>(
     d: Duration,
     f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, Error> {
-    match tokio::time::timeout(d, f).await {
+    use tracing::Instrument as _;
+    let call = tokio::time::timeout(d, f).instrument(tracing::info_span!("shim.call", rpc = what));
+    match call.await {
         Ok(Ok(r)) => Ok(r.into_inner()),
         Ok(Err(s)) => Err(status_err(what, s)),
         Err(_) => Err(Error::Unavailable(format!(

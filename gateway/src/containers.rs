@@ -1366,7 +1366,7 @@ pub async fn wait(
                 Ok(r) => {
                     let r = r.into_inner();
                     if cond == "removed" {
-                        removal_finished(&removing, &full_id).await;
+                        removing.finished(&full_id).await;
                     }
                     let err = if r.error.is_empty() {
                         Value::Null
@@ -1378,7 +1378,7 @@ pub async fn wait(
                     );
                 }
                 Err(s) if s.code() == tonic::Code::NotFound && cond == "removed" => {
-                    removal_finished(&removing, &full_id).await;
+                    removing.finished(&full_id).await;
                     return Ok(json!({"StatusCode": last_code, "Error": null}).to_string() + "\n");
                 }
                 Err(s)
@@ -1419,21 +1419,50 @@ pub async fn wait(
     Ok(resp)
 }
 
+/// The container ids whose removal this gateway has under way, and a signal at the end
+/// of each (a `wait --condition=removed` answers the moment the last one ends).
+#[derive(Default)]
+pub struct Removals {
+    under_way: std::sync::Mutex<HashMap<String, usize>>,
+    ended: tokio::sync::Notify,
+}
+
+impl Removals {
+    fn under_way(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.under_way
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits (at most a minute) until no removal of `id` is under way.
+    async fn finished(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check: an end between the two is not missed.
+            ended.as_mut().enable();
+            if !self.under_way().contains_key(id) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Marks a container id as being removed for as long as it lives.
 struct RemovalInProgress {
-    set: std::sync::Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    removals: std::sync::Arc<Removals>,
     id: String,
 }
 
 impl RemovalInProgress {
     fn begin(st: &AppState, id: &str) -> Self {
-        let set = st.removing.clone();
-        *set.lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id.to_string())
-            .or_default() += 1;
+        *st.removing.under_way().entry(id.to_string()).or_default() += 1;
         Self {
-            set,
+            removals: st.removing.clone(),
             id: id.to_string(),
         }
     }
@@ -1441,30 +1470,16 @@ impl RemovalInProgress {
 
 impl Drop for RemovalInProgress {
     fn drop(&mut self) {
-        let mut m = self
-            .set
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.id) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.id);
+        {
+            let mut m = self.removals.under_way();
+            if let Some(n) = m.get_mut(&self.id) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&self.id);
+                }
             }
         }
-    }
-}
-
-/// Waits (bounded) until no removal of `id` is under way in this gateway.
-async fn removal_finished(removing: &std::sync::Mutex<HashMap<String, usize>>, id: &str) {
-    for _ in 0..2400 {
-        let busy = removing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(id);
-        if !busy {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        self.removals.ended.notify_waiters();
     }
 }
 
@@ -1493,36 +1508,46 @@ pub async fn remove_container(
         .map(|sp| sp.id)
         .unwrap_or_else(|| id.to_string());
     let _removing_full = RemovalInProgress::begin(st, &full_id);
-    call(
-        NETD,
-        s.networks.remove_endpoint(npb::RemoveEndpointRequest {
-            container_id: full_id.clone(),
-            network: String::new(),
-        }),
-    )
-    .await?;
-    call(
-        IMAGED,
-        s.images.remove_snapshot(ipb::RemoveSnapshotRequest {
-            container_id: full_id.clone(),
-        }),
-    )
-    .await?;
-    call(
-        LOGD,
-        s.logs.remove(lpb::RemoveRequest {
-            container_id: full_id.clone(),
-        }),
-    )
-    .await?;
-    call(
-        VOLUMED,
-        s.volumes.detach_container(vpb::DetachContainerRequest {
-            container_id: full_id,
-            remove_anonymous: remove_volumes,
-        }),
-    )
-    .await?;
+    // The four releases are independent of one another: done side by side, each to the
+    // end (one failing does not stop the others; the orphan sweep retries what is left).
+    let (mut nets, mut images, mut logs, mut volumes) = (
+        s.networks.clone(),
+        s.images.clone(),
+        s.logs.clone(),
+        s.volumes.clone(),
+    );
+    let (net, image, log, volume) = tokio::join!(
+        call(
+            NETD,
+            nets.remove_endpoint(npb::RemoveEndpointRequest {
+                container_id: full_id.clone(),
+                network: String::new(),
+            }),
+        ),
+        call(
+            IMAGED,
+            images.remove_snapshot(ipb::RemoveSnapshotRequest {
+                container_id: full_id.clone(),
+            }),
+        ),
+        call(
+            LOGD,
+            logs.remove(lpb::RemoveRequest {
+                container_id: full_id.clone(),
+            }),
+        ),
+        call(
+            VOLUMED,
+            volumes.detach_container(vpb::DetachContainerRequest {
+                container_id: full_id.clone(),
+                remove_anonymous: remove_volumes,
+            }),
+        ),
+    );
+    net?;
+    image?;
+    log?;
+    volume?;
     Ok(())
 }
 

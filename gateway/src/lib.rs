@@ -58,7 +58,7 @@ pub struct AppState {
     pub events: events::Events,
     /// Container removals under way (ids), so `wait?condition=removed` answers only when
     /// every service has let go of the container, not just containerd-svc.
-    pub removing: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub removing: Arc<crate::containers::Removals>,
 }
 
 /// Facts about this daemon instance that `/info` and `/version` report.

@@ -85,6 +85,7 @@ async fn sweep(st: &AppState) {
     }
 }
 
+#[tracing::instrument(name = "container.autoremove", skip_all, fields(container.id = %id))]
 async fn remove_exited(st: &AppState, id: &str) {
     // Retried: a service may be restarting at this moment.
     for attempt in 0..20 {

@@ -7,11 +7,14 @@ use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -96,19 +99,7 @@ impl Netlink {
 
     /// The link called `name`, if any.
     pub async fn link(&self, name: &str) -> Result<Option<LinkMessage>> {
-        let res = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute()
-            .try_next()
-            .await;
-        match res {
-            Ok(m) => Ok(m),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(NetError::netlink(format!("get link {name}"))(e)),
-        }
+        link_via(&self.handle, name).await
     }
 
     /// The index of the link called `name`, if any.
@@ -146,14 +137,12 @@ impl Netlink {
     /// Deletes the link called `name`; true if it existed. Deleting one end of a veth
     /// pair removes both.
     pub async fn delete_link(&self, name: &str) -> Result<bool> {
-        let Some(idx) = self.link_index(name).await? else {
-            return Ok(false);
-        };
-        match self.handle.link().del(idx).execute().await {
-            Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
-            Err(e) => Err(NetError::netlink(format!("delete link {name}"))(e)),
-        }
+        delete_link_via(&self.handle, name).await
+    }
+
+    /// A handle on this connection, for work that outlives the caller's borrow.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
     }
 
     async fn set_up(&self, index: u32, what: &str) -> Result<()> {
@@ -292,59 +281,43 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates the veth pair of `plan`, attaches the host end to the bridge and moves the
-    /// other end into the namespace as `eth0` with its MAC, address and default route.
+    /// Creates the veth pair of `plan` with its container end born inside the namespace
+    /// as `eth0` (with its MAC) and the host end already on the bridge, then gives the
+    /// container end its address and default route.
+    /// Creating the peer in place matters: moving a link between namespaces waits for an
+    /// RCU grace period in the kernel (about 25 ms here, on every `docker run`).
     /// On error the caller deletes `plan.host` (which removes both ends).
     pub async fn plumb_veth(&self, plan: &VethPlan) -> Result<()> {
         // Leftovers of an interrupted attempt would make the add fail.
         self.delete_link(&plan.host).await?;
         self.delete_link(&plan.peer).await?;
-        self.handle
-            .link()
-            .add(LinkVeth::new(&plan.host, &plan.peer).build())
-            .execute()
-            .await
-            .map_err(NetError::netlink(format!("create veth {}", plan.host)))?;
-        let host_idx = self
-            .link_index(&plan.host)
-            .await?
-            .ok_or_else(|| NetError::Corrupt(format!("veth {} vanished", plan.host)))?;
-        let peer_idx = self
-            .link_index(&plan.peer)
-            .await?
-            .ok_or_else(|| NetError::Corrupt(format!("veth {} vanished", plan.peer)))?;
-        self.attach(host_idx, plan.bridge_index, &plan.host).await?;
         let ns = File::open(&plan.netns)
             .map_err(NetError::io(format!("opening {}", plan.netns.display())))?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(plan.ifname.clone())
+            .address(plan.mac.to_vec())
+            .setns_by_fd(ns.as_raw_fd())
+            .build();
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(peer_idx)
-                    .setns_by_fd(ns.as_raw_fd())
+            .add(
+                LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(plan.host.clone())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .controller(plan.bridge_index)
+                    .up()
                     .build(),
             )
             .execute()
             .await
-            .map_err(NetError::netlink(format!("move {} into netns", plan.peer)))?;
+            .map_err(NetError::netlink(format!("create veth {}", plan.host)))?;
         drop(ns);
 
         let inner = Netlink::in_netns(&plan.netns).await?;
         let idx = inner
-            .link_index(&plan.peer)
+            .link_index(&plan.ifname)
             .await?
-            .ok_or_else(|| NetError::Corrupt(format!("{} not found in netns", plan.peer)))?;
-        inner
-            .handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .name(plan.ifname.clone())
-                    .address(plan.mac.to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(NetError::netlink(format!("rename to {}", plan.ifname)))?;
+            .ok_or_else(|| NetError::Corrupt(format!("{} not found in netns", plan.ifname)))?;
         inner
             .handle
             .address()
@@ -385,6 +358,34 @@ impl Netlink {
             .await?
             .ok_or_else(|| NetError::Corrupt("no lo in netns".into()))?;
         self.set_up(lo, "lo").await
+    }
+}
+
+/// The link called `name` seen through `handle`, if any.
+async fn link_via(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    let res = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await;
+    match res {
+        Ok(m) => Ok(m),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(NetError::netlink(format!("get link {name}"))(e)),
+    }
+}
+
+/// Deletes link `name` through `handle`; false if there was none.
+pub async fn delete_link_via(handle: &Handle, name: &str) -> Result<bool> {
+    let Some(idx) = link_via(handle, name).await?.map(|m| m.header.index) else {
+        return Ok(false);
+    };
+    match handle.link().del(idx).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(NetError::netlink(format!("delete link {name}"))(e)),
     }
 }
 

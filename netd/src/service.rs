@@ -10,6 +10,7 @@ use berth_kit::Roots;
 use sqlx::SqlitePool;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The name of Docker's default bridge network.
 pub const BRIDGE_NETWORK: &str = "bridge";
@@ -45,8 +46,11 @@ pub struct Netd {
     port_range: (u16, u16),
     nl: Netlink,
     dns: crate::dns::Dns,
-    ops: tokio::sync::Mutex<()>,
+    ops: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// How long a removed namespace's veths get to vanish with it before netd deletes them.
+const LINK_REAP_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a container asks of its endpoint on one network.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +174,7 @@ impl Netd {
             port_range: ephemeral_port_range(),
             nl: Netlink::host()?,
             dns,
-            ops: tokio::sync::Mutex::new(()),
+            ops: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -635,14 +639,22 @@ impl Netd {
         if eps.is_empty() && !all.iter().any(|e| e.host_veth == guessed) {
             veths.push(guessed);
         }
-        for v in veths.iter().filter(|v| !v.is_empty()) {
-            self.nl.delete_link(v).await?;
-        }
         let netns = match store::sandbox(&self.pool, container_id).await? {
             Some(sb) => sb.netns_path,
             None => self.roots.netns_path(container_id).display().to_string(),
         };
+        let had_netns = kernel::is_netns(Path::new(&netns));
         kernel::remove_netns(Path::new(&netns))?;
+        veths.retain(|v| !v.is_empty());
+        if had_netns {
+            // The kernel takes each pair down with the namespace, off our caller's path
+            // (deleting a link here waits for an RCU grace period: ~20 ms a link).
+            self.delete_links_later(veths);
+        } else {
+            for v in &veths {
+                self.nl.delete_link(v).await?;
+            }
+        }
         let had_ports = self.publishes(container_id, None).await?;
         store::delete_sandbox(&self.pool, container_id).await?;
         if had_ports {
@@ -653,6 +665,35 @@ impl Netd {
         }
         tracing::info!(container = %container_id, "endpoints removed");
         Ok(())
+    }
+
+    /// Deletes, a moment from now, whichever of `veths` is still there and owned by no
+    /// endpoint: a namespace kept alive by something else would keep its pair.
+    fn delete_links_later(&self, veths: Vec<String>) {
+        if veths.is_empty() {
+            return;
+        }
+        let handle = self.nl.handle();
+        let pool = self.pool.clone();
+        let ops = self.ops.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(LINK_REAP_DELAY).await;
+            let _g = ops.lock().await;
+            let owned: Vec<String> = match store::endpoints(&pool).await {
+                Ok(all) => all.into_iter().map(|e| e.host_veth).collect(),
+                Err(e) => {
+                    tracing::warn!("listing endpoints before deleting veths: {e}");
+                    return;
+                }
+            };
+            for v in veths.iter().filter(|v| !owned.contains(v)) {
+                match kernel::delete_link_via(&handle, v).await {
+                    Ok(true) => tracing::info!(veth = %v, "deleted a veth its namespace kept"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(veth = %v, "deleting veth: {e}"),
+                }
+            }
+        });
     }
 
     /// The container's first endpoint (eth0, or its only one) with its network.

@@ -194,6 +194,19 @@ fn link_exists(name: &str) -> bool {
     run(&["ip", "link", "show", name]).0
 }
 
+/// A removed namespace's veth pair goes with it in the kernel's own cleanup, a few tens
+/// of milliseconds later: true once `name` is gone, false if it is still there after 5 s.
+fn link_gone(name: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while link_exists(name) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 fn random_id() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
@@ -422,7 +435,7 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         !link_exists("vbstray000001"),
         "stray veth on our bridge survived reconcile"
     );
-    assert!(!link_exists(&ex.host_veth));
+    assert!(link_gone(&ex.host_veth));
     let err = c_get_err(&inst, &x).await;
     assert_eq!(err, tonic::Code::NotFound);
     let mut c = inst.client();
@@ -450,8 +463,8 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
         .await
         .unwrap();
     }
-    assert!(!link_exists(&ea.host_veth));
     assert!(!Path::new(&ea.netns_path).exists());
+    assert!(link_gone(&ea.host_veth));
     let err = c
         .get_endpoint(GetEndpointRequest {
             container_id: a.clone(),
@@ -479,9 +492,9 @@ async fn netd_plumbs_endpoints_and_survives_kill9() {
     let netns_dir: PathBuf = inst.run.path().join("netns");
     inst.teardown();
     assert!(!link_exists(&bridge));
-    assert!(!link_exists(&eb.host_veth));
-    assert!(!link_exists(&e2.host_veth));
-    assert!(!link_exists(&e3.host_veth));
+    assert!(link_gone(&eb.host_veth));
+    assert!(link_gone(&e2.host_veth));
+    assert!(link_gone(&e3.host_veth));
     let (ok, _) = run(&["nft", "list", "table", "ip", &table]);
     assert!(!ok, "nft table still there after --teardown");
     let left = std::fs::read_dir(&netns_dir)

@@ -318,12 +318,16 @@ fn services_killed_at_random_lose_nothing() {
             .collect();
     assert_eq!(overlays.len(), 1, "overlay mounts: {overlays:?}");
     let bridge = berth.roots().bridge_name();
-    let veths = std::process::Command::new("ip")
-        .args(["-o", "link", "show", "master", &bridge])
-        .output()
-        .unwrap();
-    let veths = String::from_utf8_lossy(&veths.stdout).lines().count();
-    assert_eq!(veths, 1, "veths on {bridge}");
+    // A removed container's veth pair goes with its namespace, a moment after the rm.
+    let veths = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show", "master", &bridge])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    wait_until(Duration::from_secs(5), || veths() == 1);
+    assert_eq!(veths(), 1, "veths on {bridge}");
     let parent = berth.roots().cgroup_parent();
     let mut cgroups = Vec::new();
     for root in [

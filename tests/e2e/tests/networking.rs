@@ -682,11 +682,19 @@ fn docker_networks() {
     berth
         .docker_ok(&["rm", "-f", "web", "pub", "random", "sink", "udp"])
         .unwrap();
-    let links = std::process::Command::new("ip")
-        .args(["-o", "link"])
-        .output()
-        .unwrap();
-    let links = String::from_utf8_lossy(&links.stdout);
+    // The kernel takes each veth pair down with its namespace, a moment after the rm.
+    let links = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until(Duration::from_secs(5), || {
+        let now = links();
+        !short_ids.iter().any(|id| now.contains(&format!("vb{id}")))
+    });
+    let links = links();
     for id in &short_ids {
         assert!(
             !links.contains(&format!("vb{id}")),
