@@ -4,9 +4,10 @@
 //! Such a write takes the kernel's threadgroup semaphore for writing, and the first writer
 //! after a quiet spell waits for an RCU grace period (about 20 ms on the 2-core test VM:
 //! most of a `docker start`'s runtime work); the semaphore then stays cheap to take until
-//! one grace period after the last writer. So when a start is coming (a container is
-//! created, or a start begins) a throwaway thread moves this process into the cgroup it
-//! is already in, a no-op that pays the wait while the start is still being prepared.
+//! one grace period after the last writer. So when a start is coming (a container or an
+//! exec is created, or a start begins) a throwaway thread moves this process into the
+//! cgroup it is already in, a no-op that pays the wait while the start is still being
+//! prepared.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -180,6 +180,8 @@ fn exited_msg(code: i32, error: String) -> ExecStartOutput {
 impl Service {
     /// `POST /containers/{id}/exec`.
     pub async fn exec_create(&self, container: &str, cfg: ExecConfig) -> Result<String, Error> {
+        // Its start follows: the exec joins the container's cgroups (see cgroup_warmup).
+        crate::cgroup_warmup::warm_up();
         let rec = self.resolve(container).await?;
         if rec.state == "paused" {
             // Docker's wording.

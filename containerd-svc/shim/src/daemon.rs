@@ -555,6 +555,17 @@ async fn serve(
     };
     tokio::spawn(logfwd::forward(target, channel, out_rx));
 
+    // Shed the pages of the start-up code once the first calls are answered, then now
+    // and then.
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        loop {
+            let kib = crate::trim::trim();
+            tracing::debug!(kib, "dropped clean pages");
+            tokio::time::sleep(crate::trim::EVERY).await;
+        }
+    });
+
     // API.
     let listener = tokio::net::UnixListener::from_std(api).map_err(io("serving shim.sock"))?;
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel(1);

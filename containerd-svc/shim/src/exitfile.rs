@@ -1,4 +1,4 @@
-//! `<shim-dir>/exit`: the init's exit status, written atomically before anyone is told.
+//! `<shim-dir>/exit`: the init's exit status, written whole before anyone is told.
 //! berth-containerd reads the same JSON when the shim is gone.
 
 use serde::{Deserialize, Serialize};
@@ -19,22 +19,24 @@ pub struct ExitRecord {
     pub pid: i32,
 }
 
-/// Writes `rec` to `<dir>/exit` via tmp + fsync + rename (+ fsync of the dir).
+/// Writes `rec` to `<dir>/exit` via tmp + rename.
 pub fn write(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {
     write_json(dir, EXIT_FILE, rec)
 }
 
-/// Writes `value` as JSON to `<dir>/<name>` via tmp + fsync + rename (+ fsync of the dir).
+/// Writes `value` as JSON to `<dir>/<name>` via tmp + rename: a reader (or a process
+/// that crashed half-way) sees the whole record or none. No fsync: these files live
+/// under the run root (tmpfs), which a machine crash empties together with the
+/// containers they describe, so syncing would buy nothing and cost milliseconds on
+/// every exit and exec.
 pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&data)?;
-        f.sync_all()?;
     }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Reads `<dir>/exit`; `None` when absent or unreadable.

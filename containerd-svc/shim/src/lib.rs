@@ -17,6 +17,7 @@ pub mod lines;
 pub mod logfwd;
 pub mod pty;
 pub mod server;
+pub mod trim;
 
 /// Everything that can go wrong inside the shim.
 #[derive(Debug, thiserror::Error)]

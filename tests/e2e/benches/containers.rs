@@ -7,7 +7,7 @@
 //! socket (e.g. unix:///run/docker.sock), the same commands are timed against it in the
 //! same run, side by side (the image must be loadable there as BENCH_REF_IMAGE).
 
-use berth_e2e::bench::{berth_env, hyperfine, rss_kib, runs};
+use berth_e2e::bench::{berth_env, hyperfine, pss_kib, rss_kib, runs, status_kib};
 use berth_e2e::{Berth, registry_with_busybox};
 use std::process::Command;
 
@@ -58,9 +58,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let shim = berth_e2e::procs::parent_pid(berth.container_pid("idle")?)
-        .ok_or_else(|| anyhow::anyhow!("the container has no parent"))?;
-    println!("  idle shim RSS: {} KiB", rss_kib(shim));
     for i in 0..49 {
         berth.docker_ok(&[
             "run",
@@ -72,6 +69,16 @@ fn main() -> anyhow::Result<()> {
             "3600",
         ])?;
     }
+    // An idle shim: the first of the sleepers, never exec'd into, idle for a while
+    // (a shim sheds its start-up pages a second after the start, then every 10 s).
+    let shim = berth_e2e::procs::parent_pid(berth.container_pid("s0")?)
+        .ok_or_else(|| anyhow::anyhow!("the container has no parent"))?;
+    println!(
+        "  idle shim RSS: {} KiB (anonymous {} KiB, PSS {} KiB)",
+        rss_kib(shim),
+        status_kib(shim, "RssAnon:"),
+        pss_kib(shim)
+    );
     let containerd = berth
         .service_pid("berth-containerd")
         .ok_or_else(|| anyhow::anyhow!("containerd-svc not running"))?;
