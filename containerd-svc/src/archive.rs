@@ -128,6 +128,20 @@ impl Root {
         })
     }
 
+    /// An `O_PATH` descriptor of `path` (absolute in the container, symlinks followed
+    /// inside it), to mount on through `/proc/self/fd`.
+    fn open_target(&self, path: &str) -> Result<OwnedFd, Error> {
+        let clean = clean(path);
+        let rel = clean.strip_prefix("/").unwrap_or(&clean);
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        openat2(&self.fd, rel, how).map_err(|e| match e {
+            nix::Error::ENOENT => self.not_found(path),
+            e => Error::Internal(format!("resolving {path}: {e}")),
+        })
+    }
+
     /// The parent directory of `path` and its last component (None for "/").
     fn split(&self, path: &str) -> Result<(OwnedFd, Option<OsString>), Error> {
         let clean = clean(path);
@@ -552,37 +566,194 @@ fn to_proto(s: PathStat) -> ProtoStat {
     }
 }
 
+/// Where the first outcome of an archive read goes: the stat, or the failure before it.
+type StatSlot = std::sync::Mutex<Option<tokio::sync::oneshot::Sender<Result<PathStat, Error>>>>;
+
+/// Answers the stat slot with `r` if nobody has yet; otherwise hands back `r`'s error
+/// (it then belongs to the stream).
+fn answer_stat(slot: &StatSlot, r: Result<PathStat, Error>) -> Option<Error> {
+    match slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(tx) => {
+            let _ = tx.send(r);
+            None
+        }
+        None => r.err(),
+    }
+}
+
+/// The stream of an archive: its stat, then the chunks of `rest` as they come.
+fn with_stat_first(
+    stat: ProtoStat,
+    mut rest: tokio::sync::mpsc::Receiver<Result<ArchiveChunk, tonic::Status>>,
+) -> tokio::sync::mpsc::Receiver<Result<ArchiveChunk, tonic::Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        let first = ArchiveChunk {
+            stat: Some(stat),
+            data: Vec::new(),
+        };
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        while let Some(m) = rest.recv().await {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A bind mount of a stopped container (a volume, `-v /host:/x`).
+#[derive(Debug, Clone)]
+struct Bind {
+    source: PathBuf,
+    destination: String,
+    read_only: bool,
+}
+
+/// Where `docker cp` reads and writes a container's files.
+enum View {
+    /// `/proc/<pid>/root` of a running container (its mounts included), or the rootfs
+    /// of a stopped one when no bind mount is on the way.
+    Direct(Root),
+    /// A stopped container's rootfs with its bind mounts where it sees them: each
+    /// operation runs on a thread of its own, in a private mount namespace (made
+    /// private first, so nothing propagates to the host) that ends with the thread.
+    Mounted {
+        rootfs: PathBuf,
+        binds: Vec<Bind>,
+        container: String,
+    },
+}
+
+impl View {
+    /// Runs `op` on the view's root (blocking).
+    fn run<T: Send + 'static>(
+        self,
+        op: impl FnOnce(&Root) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        match self {
+            View::Direct(root) => op(&root),
+            View::Mounted {
+                rootfs,
+                binds,
+                container,
+            } => std::thread::Builder::new()
+                .name("cp-mounts".into())
+                .spawn(move || {
+                    let root = mounted_root(&rootfs, &binds, &container)?;
+                    op(&root)
+                })
+                .map_err(|e| Error::Internal(format!("starting the copy thread: {e}")))?
+                .join()
+                .map_err(|_| Error::Internal("the copy thread panicked".into()))?,
+        }
+    }
+}
+
+/// On the calling thread (which must be one of its own): a private mount namespace in
+/// which `binds` are mounted on `rootfs`, each target resolved inside it.
+fn mounted_root(rootfs: &Path, binds: &[Bind], container: &str) -> Result<Root, Error> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS | nix::sched::CloneFlags::CLONE_FS)
+        .map_err(sys("unshare(CLONE_NEWNS)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(sys("making the copy's mounts private"))?;
+    let root = Root::open(rootfs, container)?;
+    for b in binds {
+        let target = root.open_target(&b.destination).map_err(|e| match e {
+            Error::Missing(_) => Error::Unimplemented(format!(
+                "copying under the mount {} of a container that never ran",
+                b.destination
+            )),
+            e => e,
+        })?;
+        let at = format!("/proc/self/fd/{}", target.as_raw_fd());
+        mount(
+            Some(&b.source),
+            at.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(sys(format!("mounting {} for the copy", b.destination)))?;
+        if b.read_only {
+            // The descriptor names the covered directory: the bind's own root is found
+            // by resolving the path again.
+            let mounted = root.open_target(&b.destination)?;
+            let at = format!("/proc/self/fd/{}", mounted.as_raw_fd());
+            mount(
+                None::<&str>,
+                at.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(sys(format!("{} read-only for the copy", b.destination)))?;
+        }
+    }
+    Ok(root)
+}
+
+/// The bind mounts of a stopped container that matter to `path`: those under it or
+/// above it, parents first.
+fn binds_for(mounts: &[berth_proto::containers::Mount], path: &str) -> Vec<Bind> {
+    let wanted = clean(path);
+    let mut binds: Vec<Bind> = mounts
+        .iter()
+        .filter(|m| m.r#type == "bind" && !m.source.is_empty())
+        .filter(|m| {
+            let dest = clean(&m.destination);
+            wanted.starts_with(&dest) || dest.starts_with(&wanted)
+        })
+        .map(|m| Bind {
+            source: PathBuf::from(&m.source),
+            destination: clean(&m.destination).display().to_string(),
+            read_only: m.options.iter().any(|o| o == "ro"),
+        })
+        .collect();
+    binds.sort_by_key(|b| Path::new(&b.destination).components().count());
+    binds
+}
+
 impl Service {
     /// The container's files as it sees them: `/proc/<pid>/root` while it runs (volumes
-    /// and tmpfs mounts included), its rootfs otherwise, where a path under one of its
-    /// mounts would miss the mount and is refused.
-    async fn archive_root(&self, key: &str, path: &str) -> Result<(Root, store::Record), Error> {
+    /// and tmpfs mounts included), its rootfs otherwise, with its bind mounts (volumes)
+    /// placed for the copy when `path` involves one. A stopped container's tmpfs mounts
+    /// hold nothing: their paths are the rootfs's, as in Docker.
+    async fn archive_root(&self, key: &str, path: &str) -> Result<(View, store::Record), Error> {
         let rec = self.resolve(key).await?;
         let spec = rec.spec()?;
         let running = (rec.state == "running" || rec.state == "paused") && rec.pid > 0;
-        let dir = if running {
-            PathBuf::from(format!("/proc/{}/root", rec.pid))
+        if running {
+            let dir = PathBuf::from(format!("/proc/{}/root", rec.pid));
+            return Ok((View::Direct(Root::open(&dir, key)?), rec));
+        }
+        let binds = binds_for(&spec.mounts, path);
+        let rootfs = PathBuf::from(&spec.rootfs_path);
+        let view = if binds.is_empty() {
+            View::Direct(Root::open(&rootfs, key)?)
         } else {
-            let wanted = clean(path);
-            if let Some(m) = spec
-                .mounts
-                .iter()
-                .find(|m| wanted.starts_with(clean(&m.destination)))
-            {
-                return Err(Error::Unimplemented(format!(
-                    "copying under the mount {} of a stopped container",
-                    m.destination
-                )));
+            View::Mounted {
+                rootfs,
+                binds,
+                container: key.to_string(),
             }
-            PathBuf::from(&spec.rootfs_path)
         };
-        Ok((Root::open(&dir, key)?, rec))
+        Ok((view, rec))
     }
 
     pub async fn archive_stat(&self, req: ArchiveRequest) -> Result<ProtoStat, Error> {
-        let (root, _) = self.archive_root(&req.id, &req.path).await?;
+        let (view, _) = self.archive_root(&req.id, &req.path).await?;
         let path = req.path;
-        let stat = tokio::task::spawn_blocking(move || root.stat(&path))
+        let stat = tokio::task::spawn_blocking(move || view.run(move |root| root.stat(&path)))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         Ok(to_proto(stat))
@@ -593,35 +764,44 @@ impl Service {
         &self,
         req: ArchiveRequest,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<ArchiveChunk, tonic::Status>>, Error> {
-        let (root, _) = self.archive_root(&req.id, &req.path).await?;
+        let (view, _) = self.archive_root(&req.id, &req.path).await?;
         let path = req.path;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let first = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || root.stat(&path).map(|s| (root, s)))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??
-        };
-        let (root, stat) = first;
-        let _ = tx
-            .send(Ok(ArchiveChunk {
-                stat: Some(to_proto(stat)),
-                data: Vec::new(),
-            }))
-            .await;
+        // The stat decides the answer (a missing path is an error, not a stream); the tar
+        // follows on the same root.
+        let (stat_tx, stat_rx) = tokio::sync::oneshot::channel();
+        let stat_tx: std::sync::Arc<StatSlot> =
+            std::sync::Arc::new(std::sync::Mutex::new(Some(stat_tx)));
         tokio::task::spawn_blocking(move || {
-            let mut w = berth_kit::chunks::ChunkSender::new(tx.clone(), CHUNK, |data| {
-                ArchiveChunk { stat: None, data }
+            let streamed = tx.clone();
+            let slot = stat_tx.clone();
+            let r = view.run(move |root| {
+                let stat = match root.stat(&path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        answer_stat(&slot, Err(e));
+                        return Ok(());
+                    }
+                };
+                answer_stat(&slot, Ok(stat));
+                let mut w = berth_kit::chunks::ChunkSender::new(streamed, CHUNK, |data| {
+                    ArchiveChunk { stat: None, data }
+                });
+                root.tar(&path, &mut w).and_then(|()| {
+                    w.flush()
+                        .map_err(|e| Error::Internal(format!("sending the archive: {e}")))
+                })
             });
-            let r = root.tar(&path, &mut w).and_then(|()| {
-                w.flush()
-                    .map_err(|e| Error::Internal(format!("sending the archive: {e}")))
-            });
-            if let Err(e) = r {
+            if let Err(e) = r
+                && let Some(e) = answer_stat(&stat_tx, Err(e))
+            {
                 let _ = tx.blocking_send(Err(e.into()));
             }
         });
-        Ok(rx)
+        let stat = stat_rx
+            .await
+            .map_err(|_| Error::Internal("the copy ended before its stat".into()))??;
+        Ok(with_stat_first(to_proto(stat), rx))
     }
 
     /// Spools the archive to a temporary file (it is checked whole before writing), then
@@ -636,7 +816,7 @@ impl Service {
             .await
             .map_err(bad)?
             .ok_or_else(|| Error::InvalidArgument("ArchivePut needs a first message".into()))?;
-        let (root, rec) = self.archive_root(&first.id, &first.path).await?;
+        let (view, rec) = self.archive_root(&first.id, &first.path).await?;
         let spool_dir = self
             .inner
             .cfg
@@ -669,7 +849,7 @@ impl Service {
             dest_display: first.path.clone(),
         };
         let path = first.path;
-        tokio::task::spawn_blocking(move || root.untar(&path, spool, &opts))
+        tokio::task::spawn_blocking(move || view.run(move |root| root.untar(&path, spool, &opts)))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
     }

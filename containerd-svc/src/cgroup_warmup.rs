@@ -21,12 +21,11 @@ pub fn warm_up() {
     let spawned = std::thread::Builder::new()
         .name("cgroup-warmup".into())
         .spawn(|| {
-            if let Some(procs) =
-                own_procs_file(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default())
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            if let Some(procs) = own_procs_file(&own)
+                && let Err(e) = std::fs::write(&procs, std::process::id().to_string())
             {
-                if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
-                    tracing::debug!(file = %procs.display(), "cgroup warm-up: {e}");
-                }
+                tracing::debug!(file = %procs.display(), "cgroup warm-up: {e}");
             }
             IN_FLIGHT.store(false, Ordering::Release);
         });

@@ -3,10 +3,11 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::{IMAGED, call};
+use crate::services::{CONTAINERD, IMAGED, call};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_proto::containers as cpb;
 use berth_proto::images;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -153,7 +154,7 @@ pub async fn import(
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: the container's
 /// writable layer as a new image (201 `{"Id"}`). The container keeps running: its layer
-/// is read as it is (Docker pauses it by default; Berth does not yet).
+/// is frozen while it is read unless `pause=0`.
 pub async fn commit(
     axum::extract::State(st): axum::extract::State<AppState>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
@@ -164,6 +165,10 @@ pub async fn commit(
         return Err(ApiError::bad_request("container is required"));
     }
     let c = crate::containers::get_container(&st, &container).await?;
+    // As Docker: the container is frozen while its changes are read (`--pause`, on by
+    // default), so the layer is one moment's state.
+    let pause = !matches!(q.get("pause").as_str(), "0" | "false" | "False");
+    let freeze = pause && c.state == "running";
     let spec = c.spec.unwrap_or_default();
     let reference = q.repo_tag();
     let req = images::CommitRequest {
@@ -175,7 +180,18 @@ pub async fn commit(
         reference: reference.clone(),
     };
     let mut client = st.services.images.clone();
-    let done = call(IMAGED, client.commit(req)).await?;
+    let mut containers = st.services.containers.clone();
+    let frozen = cpb::PauseRequest {
+        id: spec.id.clone(),
+    };
+    if freeze {
+        call(CONTAINERD, containers.pause(frozen.clone())).await?;
+    }
+    let done = call(IMAGED, client.commit(req)).await;
+    if freeze && let Err(e) = call(CONTAINERD, containers.unpause(frozen)).await {
+        tracing::warn!(container = %spec.id, "unpausing after the commit: {}", e.message);
+    }
+    let done = done?;
     st.events
         .emit(
             "container",

@@ -293,12 +293,14 @@ pub async fn attach(
         None
     };
 
+    if !wants_upgrade(&req) && stream_input {
+        return Err(ApiError::bad_request(
+            "attaching stdin needs a connection upgrade (Upgrade: tcp)",
+        ));
+    }
+    // Docker's "attach" event, and "detach" when the detach keys end the attachment.
+    crate::containers::container_event(&st, &c, "attach", &[]).await;
     if !wants_upgrade(&req) {
-        if stream_input {
-            return Err(ApiError::bad_request(
-                "attaching stdin needs a connection upgrade (Upgrade: tcp)",
-            ));
-        }
         // Old clients: a plain 200 with the raw stream as the body.
         let body = futures_util::stream::unfold(follower, move |state| async move {
             let mut s = state?;
@@ -329,6 +331,8 @@ pub async fn attach(
         };
         let (reader, mut io) = tokio::io::split(TokioIo::new(upgraded));
         let (input_tx, mut input) = tokio::sync::watch::channel(InputState::Open);
+        let input_state = input.clone();
+        let mut client_left = false;
         if stream_input {
             let pump = StdinPump {
                 containers,
@@ -364,6 +368,7 @@ pub async fn attach(
                             .await
                             .is_err()
                         {
+                            client_left = true;
                             break;
                         }
                     }
@@ -378,9 +383,15 @@ pub async fn attach(
         } else if stream_input {
             // Input only: the connection lives until the client leaves or detaches.
             let _ = input.wait_for(|s| *s != InputState::Open).await;
+            client_left = true;
         }
         let _ = io.flush().await;
         let _ = io.shutdown().await;
+        // As Docker: an attachment the client ended (detach keys, or gone while the
+        // container still ran) is a "detach"; one the container's exit ended is not.
+        if client_left || *input_state.borrow() == InputState::Detached {
+            crate::containers::container_event(&st, &c, "detach", &[]).await;
+        }
     });
     Ok(upgrade_response(tty))
 }

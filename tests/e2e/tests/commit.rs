@@ -80,6 +80,42 @@ fn docker_commit() {
         .unwrap();
     assert_eq!(out, "v1\nhi\nvi-gone\n");
 
+    step!("the running container was frozen during the commit; not with --pause=false");
+    let count = |action: &str| {
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1;
+        berth
+            .docker_ok(&[
+                "events",
+                "--since",
+                "1",
+                "--until",
+                &until.to_string(),
+                "--filter",
+                "container=box",
+                "--filter",
+                &format!("event={action}"),
+                "--format",
+                "{{.Action}}",
+            ])
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!((count("pause"), count("unpause")), (1, 1));
+    assert_eq!(
+        berth.inspect("{{.State.Status}}", "box").unwrap(),
+        "running"
+    );
+    berth
+        .docker_ok(&["commit", "--pause=false", "box", "committed/box:nopause"])
+        .unwrap();
+    assert_eq!((count("pause"), count("unpause")), (1, 1));
+    berth.docker_ok(&["rmi", "committed/box:nopause"]).unwrap();
+
     step!("committed images save and load like pulled ones");
     let out = berth.shell("docker save committed/box:v1 | docker load");
     assert!(out.success(), "{out}");

@@ -1,5 +1,6 @@
 //! `docker cp` with the real CLI, both directions: files, directories (contents kept,
-//! modes, links), into a volume of a running container, `-a`, Docker's errors, and
+//! modes, links), into a volume of a running container and of a stopped one, `-a`,
+//! Docker's errors, and
 //! symlinks planted in the container that point at the host's files: they resolve
 //! inside the container, so nothing of the host is read or written.
 
@@ -124,6 +125,53 @@ fn docker_cp() {
         .docker_ok(&["cp", "userbox:/etc/conf", &host("back")])
         .unwrap();
     assert_eq!(std::fs::read_to_string(w.join("back")).unwrap(), "v1\n");
+
+    step!("a stopped container's volume and bind mounts, as it sees them (ro too)");
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("from-host"), "bound\n").unwrap();
+    let bind = format!("{}:/bind:ro", shared.path().display());
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "parked",
+            "-v",
+            "parked:/vol",
+            "-v",
+            &bind,
+            &img,
+            "true",
+        ])
+        .unwrap();
+    berth
+        .docker_ok(&["cp", &host("hello.txt"), "parked:/vol/in-volume"])
+        .unwrap();
+    let out = berth
+        .docker_ok(&["cp", "parked:/bind/from-host", "-"])
+        .unwrap();
+    assert!(out.contains("bound\n"), "{out:?}");
+    // The file is in the volume itself, not hidden under its mount point in the rootfs.
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "parked:/v",
+            &img,
+            "cat",
+            "/v/in-volume",
+        ])
+        .unwrap();
+    assert_eq!(out, "hello from the host\n");
+    let out = berth.docker(&["cp", &host("hello.txt"), "parked:/bind/nope"]);
+    assert!(!out.success(), "{out}");
+    assert!(!shared.path().join("nope").exists());
+    // The copy's mounts lived in a namespace of their own: none is left on the host.
+    let leaked: Vec<_> = berth_e2e::procs::mountinfo(std::path::Path::new("/proc/self/mountinfo"))
+        .into_iter()
+        .filter(|m| m.mount_point.ends_with("vol") || m.mount_point.ends_with("bind"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
 
     step!("symlinks in the container resolve inside it, never on the host");
     let canary = w.join("canary");

@@ -1,13 +1,21 @@
 //! Terminals and stdin with the real CLI, the CLI itself on a pseudo-terminal as a person
 //! would run it: `docker run -it` (a real pty in the container, its initial size, window
 //! resize, ctrl-C reaching the foreground process, the exit code), detaching with
-//! ctrl-p ctrl-q and `docker attach` back (after kill -9 of containerd-svc too), `docker exec -it` (size, resize, exit code),
+//! ctrl-p ctrl-q and `docker attach` back (after kill -9 of containerd-svc too) with their
+//! attach/detach events, `docker exec -it` (size, resize, exit code),
 //! `-t` alone (raw output and logs), and `-i` with piped stdin that closes properly.
 
 use berth_e2e::{Terminal, berth_with_busybox, step, wait_until};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Types a command line (Enter is a carriage return on a raw terminal).
 fn line(term: &mut Terminal, text: &str) {
@@ -102,6 +110,33 @@ fn terminals_and_stdin() {
     let logs = berth.docker_ok(&["logs", "keep"]).unwrap();
     assert!(logs.contains("before\r\n"), "{logs:?}");
     assert!(logs.contains("again-2\r\n"), "{logs:?}");
+    // Docker's events: an attach each time, a detach for the attachment the client
+    // ended while the container ran (the second one ended with the container's exit).
+    let events = |action: &str| {
+        berth
+            .docker_ok(&[
+                "events",
+                "--since",
+                "1",
+                "--until",
+                &format!("{}", unix_now() + 1),
+                "--filter",
+                "container=keep",
+                "--filter",
+                &format!("event={action}"),
+                "--format",
+                "{{.Action}}",
+            ])
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert!(
+        wait_until(T, || events("detach") == 1),
+        "detach events: {}",
+        events("detach")
+    );
+    assert_eq!(events("attach"), 2);
 
     step!("docker exec -it: its own pty, size, resize, exit code");
     berth
