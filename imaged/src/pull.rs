@@ -7,7 +7,7 @@ use crate::store::{ImageRow, LayerRow};
 use crate::unpack::{chain_ids, unpack_layer};
 use crate::{Imaged, blocking, digest_hex};
 use berth_proto::images::{Image, PullProgress, PullRequest};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::ImageIndexEntry;
@@ -322,6 +322,9 @@ pub struct LayerBlob {
     pub size: i64,
 }
 
+/// Layers downloaded at once by one pull (Docker's `max-concurrent-downloads` default).
+const CONCURRENT_DOWNLOADS: usize = 3;
+
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
 }
@@ -422,29 +425,47 @@ impl Imaged {
             present.push(here);
         }
 
-        let mut size = 0i64;
+        // The missing layers download, verify and unpack side by side (as Docker's
+        // max-concurrent-downloads, three at a time); each commits on its own, under its
+        // chain's lock, so a concurrent pull of the same layer waits and then finds it.
+        let (client_ref, ctx_ref, chains_ref, progress_ref) = (&client, &ctx, &chains, &progress);
+        let diff_ids = &doc.rootfs.diff_ids;
+        let oci = r.oci();
+        let mut fetches = Vec::new();
         for (i, layer) in manifest.layers.iter().enumerate() {
-            let chain = &chains[i];
-            if !present[i] {
+            if present[i] {
+                continue;
+            }
+            fetches.push(async move {
+                let chain = &chains_ref[i];
                 let lock = self.layer_lock(chain);
                 let _guard = lock.lock().await;
                 if !self.layer_present(chain).await? {
                     self.fetch_layer(
-                        &client,
-                        r.oci(),
-                        &ctx,
+                        client_ref,
+                        oci,
+                        ctx_ref,
                         layer,
                         i,
-                        &doc.rootfs.diff_ids,
-                        &chains,
-                        &progress,
+                        diff_ids,
+                        chains_ref,
+                        progress_ref,
                     )
                     .await?;
                 }
-                progress
+                progress_ref
                     .status("Pull complete", &short_id(&layer.digest))
                     .await;
-            }
+                Ok::<_, ImagedError>(())
+            });
+        }
+        futures_util::stream::iter(fetches)
+            .buffer_unordered(CONCURRENT_DOWNLOADS)
+            .try_collect::<Vec<()>>()
+            .await?;
+
+        let mut size = 0i64;
+        for chain in &chains {
             size += self
                 .store()
                 .layer(chain)

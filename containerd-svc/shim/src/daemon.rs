@@ -26,6 +26,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
+/// How long an exit waits for the container's output to reach logd before it is told
+/// (a process left holding the pipes, or logd away, must not hold the exit back).
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Handshake line prefixes read by berth-containerd.
 pub const HANDSHAKE_OK: &str = "started";
 /// See [`HANDSHAKE_OK`].
@@ -489,10 +493,13 @@ async fn serve(
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
         .map_err(io("watching SIGCHLD"))?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitRecord>);
+    // Set once every line of output is with logd (see the reaper).
+    let (drained_tx, drained_rx) = watch::channel(false);
     let shim_dir = args.shim_dir.clone();
     let children = Arc::new(Children::default());
     let reaped = children.clone();
     tokio::spawn(async move {
+        let mut exit_tx = Some(exit_tx);
         loop {
             if let Some(code) = reap(pid, &reaped) {
                 let rec = ExitRecord {
@@ -500,13 +507,23 @@ async fn serve(
                     exited_at_unix_nano: now_unix_nano(),
                     pid,
                 };
-                // On disk before anyone is told, so a crash of berth-containerd right
-                // after our answer cannot lose the code.
-                if let Err(e) = exitfile::write(&shim_dir, &rec) {
-                    tracing::error!(error = %e, "writing the exit file");
-                }
                 tracing::info!(code, "container exited");
-                let _ = exit_tx.send(Some(rec));
+                let (shim_dir, exit_tx) = (shim_dir.clone(), exit_tx.take());
+                let mut drained = drained_rx.clone();
+                tokio::spawn(async move {
+                    // As Docker: the exit is told once the output is drained (a bounded
+                    // wait), so `docker run` and `docker logs` right after the exit have
+                    // every line, and an auto-remove cannot overtake the last ones.
+                    let _ = tokio::time::timeout(DRAIN_WAIT, drained.wait_for(|d| *d)).await;
+                    // On disk before anyone is told, so a crash of berth-containerd right
+                    // after our answer cannot lose the code.
+                    if let Err(e) = exitfile::write(&shim_dir, &rec) {
+                        tracing::error!(error = %e, "writing the exit file");
+                    }
+                    if let Some(tx) = exit_tx {
+                        let _ = tx.send(Some(rec));
+                    }
+                });
             }
             if sigchld.recv().await.is_none() {
                 break;
@@ -553,7 +570,10 @@ async fn serve(
         session: started_at.to_string(),
         driver: args.log_driver.clone(),
     };
-    tokio::spawn(logfwd::forward(target, channel, out_rx));
+    tokio::spawn(async move {
+        logfwd::forward(target, channel, out_rx).await;
+        let _ = drained_tx.send(true);
+    });
 
     // Shed the pages of the start-up code once the first calls are answered, then now
     // and then.

@@ -15,14 +15,26 @@ pub fn runs() -> usize {
 
 /// Median wall time in ms of `cmd` (a shell command) with `env` applied.
 pub fn hyperfine(env: &[(String, String)], cmd: &str, runs: usize) -> Result<f64> {
+    hyperfine_prepared(env, None, cmd, runs)
+}
+
+/// As [`hyperfine`], running `prepare` (untimed) before each run of `cmd`.
+pub fn hyperfine_prepared(
+    env: &[(String, String)],
+    prepare: Option<&str>,
+    cmd: &str,
+    runs: usize,
+) -> Result<f64> {
     let out = tempfile::NamedTempFile::new()?;
     let mut c = Command::new("hyperfine");
     c.args(["--style", "none", "--warmup", "2", "--runs"])
         .arg(runs.to_string())
         .arg("--export-json")
-        .arg(out.path())
-        .arg(cmd)
-        .envs(env.iter().map(|(k, v)| (k, v)));
+        .arg(out.path());
+    if let Some(p) = prepare {
+        c.arg("--prepare").arg(p);
+    }
+    c.arg(cmd).envs(env.iter().map(|(k, v)| (k, v)));
     anyhow::ensure!(c.status()?.success(), "hyperfine failed: {cmd}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path())?)?;
     json["results"][0]["median"]

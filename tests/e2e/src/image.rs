@@ -88,38 +88,66 @@ impl TestImage {
         }
 
         let tar = layer_tar(&busybox, &applets)?;
-        let diff_id = sha256(&tar);
-        let layer_size = tar.len() as u64;
-        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-        std::io::Write::write_all(&mut gz, &tar)?;
-        let layer = gz.finish()?;
-        Self::assemble(layer, diff_id, layer_size, applets, json!(null))
+        let base = Layer::gzip(tar, Compression::default())?;
+        Self::assemble(vec![base], applets, json!(null))
+    }
+
+    /// The busybox image with one more layer per entry of `filler_sizes`, each holding
+    /// one file of that many pseudo-random (incompressible) bytes: a big multi-layer
+    /// image for pull benchmarks and interrupted pulls. Deterministic for given sizes.
+    pub fn build_with_filler(filler_sizes: &[usize]) -> Result<Self> {
+        let base = Self::build()?;
+        let hex = base.layer_digest.trim_start_matches("sha256:");
+        let mut layers = vec![Layer {
+            gz: std::fs::read(base.dir.path().join("blobs/sha256").join(hex))?,
+            diff_id: base.diff_id.clone(),
+            size: base.layer_size,
+        }];
+        for (i, size) in filler_sizes.iter().enumerate() {
+            let data = pseudo_random(*size, i as u64 + 1);
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            b.append_data(&mut h, "filler/", std::io::empty())?;
+            let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+            b.append_data(&mut h, format!("filler/{i}.bin"), data.as_slice())?;
+            layers.push(Layer::gzip(b.into_inner()?, Compression::fast())?);
+        }
+        Self::assemble(layers, base.applets.clone(), json!(null))
     }
 
     /// Another image with the same layer and `labels` in its config: a different image
     /// ID sharing every byte on disk (for `docker system df`'s shared sizes).
     pub fn relabel(&self, labels: serde_json::Value) -> Result<Self> {
         let hex = self.layer_digest.trim_start_matches("sha256:");
-        let layer = std::fs::read(self.dir.path().join("blobs/sha256").join(hex))?;
-        Self::assemble(
-            layer,
-            self.diff_id.clone(),
-            self.layer_size,
-            self.applets.clone(),
-            labels,
-        )
+        let layer = Layer {
+            gz: std::fs::read(self.dir.path().join("blobs/sha256").join(hex))?,
+            diff_id: self.diff_id.clone(),
+            size: self.layer_size,
+        };
+        Self::assemble(vec![layer], self.applets.clone(), labels)
     }
 
-    /// Writes the OCI layout of a one-layer image around the gzipped `layer`.
+    /// Writes the OCI layout of an image of `layers` (the first is busybox's).
     fn assemble(
-        layer: Vec<u8>,
-        diff_id: String,
-        layer_size: u64,
+        layers: Vec<Layer>,
         applets: Vec<String>,
         labels: serde_json::Value,
     ) -> Result<Self> {
-        let layer_digest = sha256(&layer);
+        let digests: Vec<String> = layers.iter().map(|l| sha256(&l.gz)).collect();
+        let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
         let created = "2024-01-01T00:00:00Z";
+        let history: Vec<serde_json::Value> = (0..layers.len())
+            .map(|i| {
+                json!({
+                    "created": created,
+                    "created_by": if i == 0 {
+                        "berth-e2e: busybox-static rootfs".to_string()
+                    } else {
+                        format!("berth-e2e: filler layer {i}")
+                    },
+                })
+            })
+            .collect();
         let config = serde_json::to_vec(&json!({
             "architecture": host_arch(),
             "os": "linux",
@@ -129,13 +157,21 @@ impl TestImage {
                 "Cmd": ["sh"],
                 "Labels": labels,
             },
-            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-            "history": [{
-                "created": created,
-                "created_by": "berth-e2e: busybox-static rootfs",
-            }],
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": history,
         }))?;
         let config_digest = sha256(&config);
+        let descriptors: Vec<serde_json::Value> = layers
+            .iter()
+            .zip(&digests)
+            .map(|(l, d)| {
+                json!({
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": d,
+                    "size": l.gz.len(),
+                })
+            })
+            .collect();
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -144,11 +180,7 @@ impl TestImage {
                 "digest": config_digest,
                 "size": config.len(),
             },
-            "layers": [{
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": layer_digest,
-                "size": layer.len(),
-            }],
+            "layers": descriptors,
         }))?;
         let manifest_digest = sha256(&manifest);
 
@@ -157,11 +189,15 @@ impl TestImage {
             .tempdir_in("/tmp")?;
         let blobs = dir.path().join("blobs/sha256");
         std::fs::create_dir_all(&blobs)?;
-        for (digest, data) in [
-            (&layer_digest, &layer),
-            (&config_digest, &config),
-            (&manifest_digest, &manifest),
-        ] {
+        let mut files: Vec<(&String, &Vec<u8>)> = layers
+            .iter()
+            .map(|l| &l.gz)
+            .zip(&digests)
+            .map(|(g, d)| (d, g))
+            .collect();
+        files.push((&config_digest, &config));
+        files.push((&manifest_digest, &manifest));
+        for (digest, data) in files {
             let hex = digest.trim_start_matches("sha256:");
             std::fs::write(blobs.join(hex), data)?;
         }
@@ -180,11 +216,12 @@ impl TestImage {
         });
         std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index)?)?;
 
+        let first = &layers[0];
         Ok(Self {
             dir,
-            layer_digest,
-            diff_id,
-            layer_size,
+            layer_digest: digests[0].clone(),
+            diff_id: first.diff_id.clone(),
+            layer_size: first.size,
             config_digest,
             manifest_digest,
             applets,
@@ -245,6 +282,42 @@ impl TestImage {
             .to_string();
         Ok((reference, digest))
     }
+}
+
+/// One layer of a test image: its gzip blob and what the config says of it.
+struct Layer {
+    gz: Vec<u8>,
+    diff_id: String,
+    /// Uncompressed size.
+    size: u64,
+}
+
+impl Layer {
+    fn gzip(tar: Vec<u8>, level: Compression) -> Result<Self> {
+        let diff_id = sha256(&tar);
+        let size = tar.len() as u64;
+        let mut gz = GzEncoder::new(Vec::new(), level);
+        std::io::Write::write_all(&mut gz, &tar)?;
+        Ok(Self {
+            gz: gz.finish()?,
+            diff_id,
+            size,
+        })
+    }
+}
+
+/// `len` bytes from a xorshift generator seeded with `seed`: incompressible, repeatable.
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// The uncompressed layer: deterministic (fixed mtime, root owner), so the image ID is

@@ -79,8 +79,13 @@ fn docker_events() {
     let _ = follower.wait();
     assert!(done, "no destroy event in {seen:?}");
     let actions: Vec<&str> = seen.iter().filter_map(|e| e["Action"].as_str()).collect();
-    assert_eq!(actions, ["create", "start", "die", "destroy"], "{seen:?}");
-    let die = &seen[2];
+    // As Docker: an attached `docker run` attaches before it starts.
+    assert_eq!(
+        actions,
+        ["create", "attach", "start", "die", "destroy"],
+        "{seen:?}"
+    );
+    let die = &seen[3];
     assert_eq!(die["Type"], "container");
     assert_eq!(die["Actor"]["Attributes"]["exitCode"], "3");
     assert_eq!(die["Actor"]["Attributes"]["name"], "ev1");
