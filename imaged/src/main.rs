@@ -14,8 +14,26 @@ struct Args {
     service: ServiceArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// At most two malloc arenas: downloads and unpacks run on several threads, and glibc's
+/// default (an arena per thread, up to eight per core) kept what each had freed, which
+/// took imaged's resident memory during a pull from about 15 MB to about 40 MB.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt before any other thread exists only changes glibc's settings.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = berth_kit::telemetry::init("berth-imaged", args.service.debug);
     berth_kit::reload::on_sighup(args.service.config_file.clone(), |_| {});

@@ -30,9 +30,11 @@ fn main() -> anyhow::Result<()> {
         .service_pid("berth-imaged")
         .ok_or_else(|| anyhow::anyhow!("imaged not running"))?;
     println!(
-        "  imaged peak RSS over the pulls: {} KiB (now {} KiB)",
+        "  imaged peak RSS over the pulls: {} KiB (now {} KiB: anonymous {} KiB, file-backed {} KiB)",
         status_kib(imaged, "VmHWM:"),
-        status_kib(imaged, "VmRSS:")
+        status_kib(imaged, "VmRSS:"),
+        status_kib(imaged, "RssAnon:"),
+        status_kib(imaged, "RssFile:")
     );
     if let Ok(host) = std::env::var("DOCKER_HOST_REF") {
         time_pulls("ref", &[("DOCKER_HOST".to_string(), host)], &reference)?;
