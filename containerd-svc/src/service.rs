@@ -214,7 +214,17 @@ impl Service {
         error: &str,
     ) -> Result<(), Error> {
         let at = if at > 0 { at } else { now_unix_nano() };
-        if store::set_exited(&self.inner.pool, id, pid, code, &rfc3339_nanos(at), error).await?
+        let oom = oom_killed(&self.inner.cfg.cgroup_parent, id);
+        if store::set_exited(
+            &self.inner.pool,
+            id,
+            pid,
+            code,
+            &rfc3339_nanos(at),
+            error,
+            oom,
+        )
+        .await?
             && let Some(rec) = store::get(&self.inner.pool, id).await?
         {
             let spec = rec.spec()?;
@@ -991,6 +1001,25 @@ async fn journal_since(pool: &SqlitePool, after_seq: u64) -> Result<Vec<Containe
         .collect())
 }
 
+/// Whether the OOM killer struck in the container's cgroup (v1 `memory.oom_control`, v2
+/// `memory.events`: an `oom_kill` count above zero). Read at the exit, before the cgroup
+/// goes; a new run gets a new cgroup.
+fn oom_killed(parent: &str, id: &str) -> bool {
+    cgroup_leaves(parent, id).iter().any(|dir| {
+        ["memory.oom_control", "memory.events"].iter().any(|f| {
+            std::fs::read_to_string(dir.join(f)).is_ok_and(|text| oom_kill_count(&text) > 0)
+        })
+    })
+}
+
+/// The `oom_kill N` figure of a memory controller file.
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Every existing cgroup directory of container `id` (v1: one per controller; v2: one).
 pub fn cgroup_leaves(parent: &str, id: &str) -> Vec<std::path::PathBuf> {
     let root = std::path::Path::new("/sys/fs/cgroup");
@@ -1231,5 +1260,14 @@ mod tests {
         assert_eq!(parse_signal("kill").unwrap(), 9);
         assert_eq!(parse_signal("2").unwrap(), 2);
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn oom_kill_counts() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        let v2 = "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(v1), 2);
+        assert_eq!(oom_kill_count(v2), 1);
+        assert_eq!(oom_kill_count("oom_kill_disable 0\n"), 0);
     }
 }

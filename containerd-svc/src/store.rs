@@ -26,6 +26,8 @@ pub struct Record {
     pub restart_delay_ms: i64,
     /// Docker's Health object as JSON ('' without a healthcheck).
     pub health: String,
+    /// The OOM killer struck during the last run.
+    pub oom_killed: i64,
 }
 
 impl Record {
@@ -46,7 +48,7 @@ impl Record {
             started_at: self.started_at.clone(),
             finished_at: self.finished_at.clone(),
             error: self.error.clone(),
-            oom_killed: false,
+            oom_killed: self.oom_killed != 0,
             restart_count: self.restart_count as i32,
             health_json: self.health.clone(),
         })
@@ -75,7 +77,7 @@ pub async fn insert(
 macro_rules! select_records {
     ($rest:literal) => {
         concat!(
-            "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms, health FROM containers ",
+            "SELECT id, name, spec, created, state, pid, exit_code, started_at, finished_at, error, restart_count, has_shim, manually_stopped, restart_delay_ms, health, oom_killed FROM containers ",
             $rest
         )
     };
@@ -137,7 +139,7 @@ pub async fn set_running(
     started_at: &str,
 ) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE containers SET state = 'running', pid = ?, started_at = ?, finished_at = '', exit_code = 0, error = '', has_shim = 1 WHERE id = ?",
+        "UPDATE containers SET state = 'running', pid = ?, started_at = ?, finished_at = '', exit_code = 0, error = '', oom_killed = 0, has_shim = 1 WHERE id = ?",
     )
     .bind(pid)
     .bind(started_at)
@@ -173,13 +175,15 @@ pub async fn set_exited(
     code: i32,
     finished_at: &str,
     error: &str,
+    oom_killed: bool,
 ) -> Result<bool, Error> {
     let r = sqlx::query(
-        "UPDATE containers SET state = 'exited', exit_code = ?, finished_at = ?, error = ?, pid = 0 WHERE id = ? AND state IN ('running', 'paused') AND pid = ?",
+        "UPDATE containers SET state = 'exited', exit_code = ?, finished_at = ?, error = ?, oom_killed = ?, pid = 0 WHERE id = ? AND state IN ('running', 'paused') AND pid = ?",
     )
     .bind(code)
     .bind(finished_at)
     .bind(error)
+    .bind(oom_killed)
     .bind(id)
     .bind(pid)
     .execute(pool)

@@ -574,6 +574,7 @@ pub async fn create(
             "OnBuild": null,
             "Labels": labels,
             "StopSignal": if stop_signal.is_empty() { Value::Null } else { json!(stop_signal) },
+            "StopTimeout": req.get("StopTimeout").cloned().unwrap_or(Value::Null),
             "Healthcheck": merge_healthcheck(req.get("Healthcheck"), img_c.get("Healthcheck")),
         });
         let mut hc = host_config.clone();

@@ -418,7 +418,16 @@ async fn read_stream(
     stream: i32,
     flushing: bool,
     tx: mpsc::Sender<Output>,
+    drain: watch::Sender<logfwd::Drain>,
 ) {
+    let send = |out: Output| {
+        let (tx, drain) = (&tx, &drain);
+        async move {
+            if tx.send(out).await.is_ok() {
+                drain.send_modify(|d| d.produced += 1);
+            }
+        }
+    };
     let mut splitter = Splitter::default();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -432,13 +441,12 @@ async fn read_stream(
                     splitter.push(&buf[..n])
                 };
                 for piece in pieces {
-                    let _ = tx
-                        .send(Output {
-                            stream,
-                            piece,
-                            time_unix_nano: now,
-                        })
-                        .await;
+                    send(Output {
+                        stream,
+                        piece,
+                        time_unix_nano: now,
+                    })
+                    .await;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -449,14 +457,14 @@ async fn read_stream(
         }
     }
     if let Some(piece) = splitter.finish() {
-        let _ = tx
-            .send(Output {
-                stream,
-                piece,
-                time_unix_nano: now_unix_nano(),
-            })
-            .await;
+        send(Output {
+            stream,
+            piece,
+            time_unix_nano: now_unix_nano(),
+        })
+        .await;
     }
+    drain.send_modify(|d| d.readers_open = d.readers_open.saturating_sub(1));
 }
 
 /// Binds `<shim-dir>/shim.sock` (owner only).
@@ -493,8 +501,8 @@ async fn serve(
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
         .map_err(io("watching SIGCHLD"))?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitRecord>);
-    // Set once every line of output is with logd (see the reaper).
-    let (drained_tx, drained_rx) = watch::channel(false);
+    // How far the output has got (see the reaper).
+    let (drain_tx, drain_rx) = watch::channel(logfwd::Drain::default());
     let shim_dir = args.shim_dir.clone();
     let children = Arc::new(Children::default());
     let reaped = children.clone();
@@ -509,12 +517,12 @@ async fn serve(
                 };
                 tracing::info!(code, "container exited");
                 let (shim_dir, exit_tx) = (shim_dir.clone(), exit_tx.take());
-                let mut drained = drained_rx.clone();
+                let mut drain = drain_rx.clone();
                 tokio::spawn(async move {
                     // As Docker: the exit is told once the output is drained (a bounded
                     // wait), so `docker run` and `docker logs` right after the exit have
                     // every line, and an auto-remove cannot overtake the last ones.
-                    let _ = tokio::time::timeout(DRAIN_WAIT, drained.wait_for(|d| *d)).await;
+                    let _ = tokio::time::timeout(DRAIN_WAIT, drain.wait_for(|d| d.drained())).await;
                     // On disk before anyone is told, so a crash of berth-containerd right
                     // after our answer cannot lose the code.
                     if let Err(e) = exitfile::write(&shim_dir, &rec) {
@@ -543,8 +551,18 @@ async fn serve(
                 tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                     .map_err(io("reading container output"))
             };
-            tokio::spawn(read_stream(receiver(stdout)?, 1, false, out_tx.clone()));
-            tokio::spawn(read_stream(receiver(stderr)?, 2, false, out_tx));
+            drain_tx.send_modify(|d| d.readers_open = 2);
+            let reader = |fd, stream, tx| {
+                Ok::<_, ShimError>(read_stream(
+                    receiver(fd)?,
+                    stream,
+                    false,
+                    tx,
+                    drain_tx.clone(),
+                ))
+            };
+            tokio::spawn(reader(stdout, 1, out_tx.clone())?);
+            tokio::spawn(reader(stderr, 2, out_tx)?);
             let stdin = match stdin {
                 Some(w) => Some(Box::new(
                     tokio::net::unix::pipe::Sender::from_owned_fd(w)
@@ -556,7 +574,14 @@ async fn serve(
         }
         InitStdio::Terminal(fd) => {
             let master = Master::new(fd).map_err(io("container terminal"))?;
-            tokio::spawn(read_stream(master.clone(), 1, true, out_tx));
+            drain_tx.send_modify(|d| d.readers_open = 1);
+            tokio::spawn(read_stream(
+                master.clone(),
+                1,
+                true,
+                out_tx,
+                drain_tx.clone(),
+            ));
             let stdin = args
                 .open_stdin
                 .then(|| Box::new(master.clone()) as StdinWriter);
@@ -570,10 +595,7 @@ async fn serve(
         session: started_at.to_string(),
         driver: args.log_driver.clone(),
     };
-    tokio::spawn(async move {
-        logfwd::forward(target, channel, out_rx).await;
-        let _ = drained_tx.send(true);
-    });
+    tokio::spawn(logfwd::forward(target, channel, out_rx, drain_tx));
 
     // Shed the pages of the start-up code once the first calls are answered, then now
     // and then.

@@ -26,6 +26,21 @@ pub struct Output {
     pub time_unix_nano: i64,
 }
 
+/// How far the container's output has got: pieces read, pieces logd has, and readers
+/// still open. Drained once every reader ended and logd has every piece.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drain {
+    pub readers_open: usize,
+    pub produced: u64,
+    pub acked: u64,
+}
+
+impl Drain {
+    pub fn drained(&self) -> bool {
+        self.readers_open == 0 && self.acked >= self.produced
+    }
+}
+
 /// Where and as what to log.
 #[derive(Debug, Clone)]
 pub struct LogTarget {
@@ -51,6 +66,7 @@ pub fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
 
 struct Forwarder {
     target: LogTarget,
+    drain: tokio::sync::watch::Sender<Drain>,
     client: LogsClient<Channel>,
     pending: VecDeque<LogEntry>,
     pending_bytes: usize,
@@ -136,6 +152,7 @@ impl Forwarder {
     }
 
     fn drop_acked(&mut self, upto: u64) {
+        self.drain.send_modify(|d| d.acked = d.acked.max(upto));
         while let Some(e) = self.pending.front() {
             if e.seq > upto {
                 break;
@@ -178,10 +195,17 @@ impl Forwarder {
     }
 }
 
-/// Runs until all output was delivered and the log closed.
-pub async fn forward(target: LogTarget, channel: Channel, mut rx: mpsc::Receiver<Output>) {
+/// Runs until all output was delivered and the log closed; `drain` learns each ack
+/// (the sequence numbers count pieces from 1).
+pub async fn forward(
+    target: LogTarget,
+    channel: Channel,
+    mut rx: mpsc::Receiver<Output>,
+    drain: tokio::sync::watch::Sender<Drain>,
+) {
     let mut f = Forwarder {
         target,
+        drain,
         client: LogsClient::new(channel),
         pending: VecDeque::new(),
         pending_bytes: 0,

@@ -123,6 +123,39 @@ fn healthchecks() {
     );
     assert_eq!(health(&berth, "hc"), "unhealthy");
 
+    step!("--health-start-period: failures inside it do not count, after it they do");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "warmup",
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "5s",
+            &img,
+            "sleep",
+            "1000",
+        ])
+        .unwrap();
+    // Several probes fail inside the start period: still starting, no streak.
+    assert!(wait_until(Duration::from_secs(10), || berth
+        .inspect("{{len .State.Health.Log}}", "warmup")
+        .is_ok_and(|n| n.parse::<usize>().unwrap_or(0) >= 3)));
+    assert_eq!(health(&berth, "warmup"), "starting");
+    assert_eq!(streak(&berth, "warmup"), 0);
+    assert!(
+        wait_until(Duration::from_secs(20), || health(&berth, "warmup")
+            == "unhealthy"),
+        "{}",
+        health(&berth, "warmup")
+    );
+
     step!("a probe that outlives its timeout: exit -1 and Docker's words");
     berth
         .docker_ok(&[
