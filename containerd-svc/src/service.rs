@@ -204,7 +204,6 @@ impl Service {
     }
 
     /// Records an exit once and emits "die".
-    #[tracing::instrument(name = "container.exit", skip_all, fields(container.id = %id))]
     async fn record_exit(
         &self,
         id: &str,

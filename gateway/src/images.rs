@@ -128,7 +128,7 @@ pub fn stream_error_json(message: &str) -> String {
 }
 
 /// `POST /images/create?fromImage=&tag=&platform=` (pull), or `?fromSrc=-` (import of
-/// the body).
+/// the body) or `?fromSrc=<http(s) URL>` (import of what the URL serves).
 pub async fn create(
     State(st): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -137,9 +137,10 @@ pub async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     match q.get("fromSrc").map(String::as_str) {
-        Some("-") => return crate::image_archive::import(st, raw.as_deref(), body).await,
-        Some(s) if !s.is_empty() => {
-            return Err(ApiError::not_supported("docker import from a URL"));
+        Some("-") => return crate::image_archive::import(st, raw.as_deref(), body, "").await,
+        Some(url) if !url.is_empty() => {
+            let body = crate::image_archive::download(url).await?;
+            return crate::image_archive::import(st, raw.as_deref(), body, url).await;
         }
         _ => {}
     }
@@ -612,14 +613,17 @@ pub async fn post_by_path(
         return crate::image_archive::load(st, body).await;
     }
     if let Some(name) = rest.strip_suffix("/push") {
+        // No tag: `docker push --all-tags`, every local tag of the repository.
         let tag = q.get("tag").map(String::as_str).unwrap_or("");
-        if tag.is_empty() {
-            return Err(ApiError::not_supported("docker push --all-tags"));
-        }
-        let reference = format!("{name}:{tag}");
+        let reference = if tag.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}:{tag}")
+        };
         let req = images::PushRequest {
             reference: reference.clone(),
             auth: Some(decode_registry_auth(&headers)?),
+            all_tags: tag.is_empty(),
         };
         let mut client = st.services.images.clone();
         let stream = call(IMAGED, client.push(req)).await?;

@@ -72,6 +72,8 @@ pub struct DaemonInfo {
     pub log_opts: std::collections::HashMap<String, String>,
     /// daemon.json `labels` (`docker info`); reloaded on SIGHUP.
     pub labels: Arc<std::sync::RwLock<Vec<String>>>,
+    /// daemon.json `registry-mirrors` as written (`docker info`; imaged uses them).
+    pub registry_mirrors: Vec<String>,
 }
 
 impl AppState {
@@ -88,6 +90,7 @@ impl AppState {
                 log_driver: "json-file".into(),
                 log_opts: Default::default(),
                 labels: Arc::default(),
+                registry_mirrors: Vec::new(),
             }),
         }
     }
@@ -109,6 +112,20 @@ impl AppState {
             .labels
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = labels;
+    }
+
+    /// Takes daemon.json's `registry-mirrors` for `docker info`.
+    pub fn with_registry_mirrors(mut self, doc: &serde_json::Value) -> Self {
+        Arc::make_mut(&mut self.info).registry_mirrors = doc
+            .get("registry-mirrors")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self
     }
 
     /// Sets the default logging driver and its options (from daemon.json).

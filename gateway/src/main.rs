@@ -83,7 +83,9 @@ async fn main() -> anyhow::Result<()> {
         &berth_gateway::util::daemon_json(args.common.config_file.as_deref())?,
     );
     let doc = berth_gateway::util::daemon_json(args.common.config_file.as_deref())?;
-    let state = AppState::new(roots, events).with_log_defaults(log_driver, log_opts);
+    let state = AppState::new(roots, events)
+        .with_log_defaults(log_driver, log_opts)
+        .with_registry_mirrors(&doc);
     state.set_labels(&doc);
     let live = state.clone();
     berth_kit::reload::on_sighup(args.common.config_file.clone(), move |doc| {

@@ -207,7 +207,7 @@ pub async fn info(State(st): State<AppState>) -> Json<Value> {
         "OSType": "linux",
         "Architecture": std::env::consts::ARCH,
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "Mirrors": []},
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "Mirrors": st.info.registry_mirrors},
         "NCPU": ncpu,
         "MemTotal": meminfo_total_bytes(),
         "DockerRootDir": st.info.roots.data_root.display().to_string(),

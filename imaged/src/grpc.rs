@@ -153,14 +153,15 @@ impl Images for ImagesService {
             .imaged
             .spool(futures_util::StreamExt::chain(head, rest), "import")
             .await?;
+        // Docker's history comment without -m: where the tarball came from.
+        let message = match (first.message.is_empty(), first.source.is_empty()) {
+            (false, _) => first.message.clone(),
+            (true, false) => format!("Imported from {}", first.source),
+            (true, true) => String::new(),
+        };
         let id = self
             .imaged
-            .import(
-                &spool.path,
-                &first.changes,
-                &first.message,
-                &first.reference,
-            )
+            .import(&spool.path, &first.changes, &message, &first.reference)
             .await?;
         Ok(Response::new(berth_proto::images::CommitResponse { id }))
     }

@@ -112,11 +112,60 @@ pub struct Settings {
     pub dir: PathBuf,
     /// `host:port` registries spoken to over plain HTTP (besides loopback ones).
     pub insecure_registries: Vec<String>,
+    /// daemon.json `registry-mirrors`: tried in order before Docker Hub for its images.
+    pub registry_mirrors: Vec<Mirror>,
+}
+
+/// A pull-through mirror of Docker Hub (daemon.json `registry-mirrors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `host[:port]`.
+    pub host: String,
+    /// Plain HTTP (`http://...`) rather than TLS.
+    pub plain_http: bool,
+}
+
+impl Mirror {
+    /// Parses one entry as Docker accepts it: an http(s) URL of a host, without a path,
+    /// query or fragment (a trailing slash is fine).
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad =
+            |why: &str| ImagedError::InvalidArgument(format!("invalid mirror: {url:?}: {why}"));
+        let (plain_http, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (false, r)
+        } else {
+            return Err(bad("unsupported scheme (http or https)"));
+        };
+        let host = rest.strip_suffix('/').unwrap_or(rest);
+        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+            return Err(bad("path, query, fragment or user info not allowed"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            plain_http,
+        })
+    }
+}
+
+/// Reads daemon.json's `registry-mirrors`, if there is a file (see
+/// [`insecure_registries_from`] for a missing or malformed one).
+pub fn registry_mirrors_from(config_file: Option<&Path>) -> Result<Vec<Mirror>> {
+    string_list_from(config_file, "registry-mirrors")?
+        .iter()
+        .map(|u| Mirror::parse(u))
+        .collect()
 }
 
 /// Reads `insecure-registries` from a daemon.json, if there is one. A missing file means
 /// none; a malformed one is an error (the daemon should not start on a broken config).
 pub fn insecure_registries_from(config_file: Option<&Path>) -> Result<Vec<String>> {
+    string_list_from(config_file, "insecure-registries")
+}
+
+/// A list of strings under `key` in a daemon.json, if there is one.
+fn string_list_from(config_file: Option<&Path>, key: &str) -> Result<Vec<String>> {
     let Some(path) = config_file else {
         return Ok(Vec::new());
     };
@@ -128,7 +177,7 @@ pub fn insecure_registries_from(config_file: Option<&Path>) -> Result<Vec<String
     let doc: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ImagedError::InvalidArgument(format!("parsing {}: {e}", path.display())))?;
     Ok(doc
-        .get("insecure-registries")
+        .get(key)
         .and_then(|v| v.as_array())
         .map(|a| {
             a.iter()
@@ -148,6 +197,7 @@ struct Inner {
     store: Store,
     layout: Layout,
     insecure: Vec<String>,
+    mirrors: Vec<Mirror>,
     /// One unpack per chain ID at a time: concurrent pulls sharing a layer wait, then
     /// find it committed.
     layer_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -163,15 +213,27 @@ impl Imaged {
                 store: Store::new(pool),
                 layout: Layout::new(settings.dir),
                 insecure: settings.insecure_registries,
+                mirrors: settings.registry_mirrors,
                 layer_locks: std::sync::Mutex::new(HashMap::new()),
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
-    /// Whether daemon.json's `insecure-registries` names `registry` (plain HTTP).
+    /// Whether daemon.json's `insecure-registries` names `registry`, or it is a mirror
+    /// given as `http://` (plain HTTP).
     pub fn is_insecure(&self, registry: &str) -> bool {
         self.inner.insecure.iter().any(|r| r == registry)
+            || self
+                .inner
+                .mirrors
+                .iter()
+                .any(|m| m.plain_http && m.host == registry)
+    }
+
+    /// daemon.json's `registry-mirrors`, in order.
+    pub fn mirrors(&self) -> &[Mirror] {
+        &self.inner.mirrors
     }
 
     /// The database access.
@@ -208,6 +270,33 @@ pub(crate) async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrors_are_parsed_as_docker_accepts_them() {
+        assert_eq!(
+            Mirror::parse("http://127.0.0.1:5000/").unwrap(),
+            Mirror {
+                host: "127.0.0.1:5000".into(),
+                plain_http: true
+            }
+        );
+        assert!(!Mirror::parse("https://mirror.example").unwrap().plain_http);
+        for bad in [
+            "ftp://m",
+            "mirror.example",
+            "https://m/path",
+            "https://m?x",
+            "http://",
+        ] {
+            assert!(Mirror::parse(bad).is_err(), "{bad}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("daemon.json");
+        std::fs::write(&p, r#"{"registry-mirrors": ["http://127.0.0.1:1"]}"#).unwrap();
+        assert_eq!(registry_mirrors_from(Some(&p)).unwrap().len(), 1);
+        std::fs::write(&p, r#"{"registry-mirrors": ["m/x"]}"#).unwrap();
+        assert!(registry_mirrors_from(Some(&p)).is_err());
+    }
 
     #[test]
     fn reads_insecure_registries() {

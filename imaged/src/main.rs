@@ -1,7 +1,9 @@
 //! berth-imaged: parse flags, open the database, reconcile, serve until SIGTERM.
 
 use anyhow::Context;
-use berth_imaged::{Imaged, ImagesService, MIGRATOR, Settings, insecure_registries_from};
+use berth_imaged::{
+    Imaged, ImagesService, MIGRATOR, Settings, insecure_registries_from, registry_mirrors_from,
+};
 use berth_kit::ServiceArgs;
 use berth_proto::images::images_server::ImagesServer;
 use clap::Parser;
@@ -41,12 +43,15 @@ async fn run() -> anyhow::Result<()> {
     let roots = args.service.roots();
     let insecure_registries = insecure_registries_from(args.service.config_file.as_deref())
         .context("reading the daemon config")?;
+    let registry_mirrors = registry_mirrors_from(args.service.config_file.as_deref())
+        .context("reading the daemon config")?;
     let pool = berth_kit::db::open(&roots.state_db("imaged"), &MIGRATOR).await?;
     let imaged = Imaged::new(
         pool,
         Settings {
             dir: roots.service_dir("imaged"),
             insecure_registries,
+            registry_mirrors,
         },
     );
     imaged.reconcile().await.context("reconciling")?;

@@ -334,6 +334,28 @@ pub(crate) fn random_name(suffix: &str) -> String {
 }
 
 impl Imaged {
+    /// Where to pull `r` from, in order: for Docker Hub's images each of daemon.json's
+    /// `registry-mirrors` (true: a mirror), then the image's own registry.
+    fn sources(&self, r: &ImageRef) -> Vec<(Reference, bool)> {
+        let mut out = Vec::new();
+        if r.registry() == "docker.io" {
+            for m in self.mirrors() {
+                let repo = r.repository().to_string();
+                let on_mirror = match r.digest() {
+                    Some(d) => Reference::with_digest(m.host.clone(), repo, d.to_string()),
+                    None => Reference::with_tag(
+                        m.host.clone(),
+                        repo,
+                        r.tag().unwrap_or("latest").to_string(),
+                    ),
+                };
+                out.push((on_mirror, true));
+            }
+        }
+        out.push((r.oci().clone(), false));
+        out
+    }
+
     pub(crate) fn client_for(&self, registry: &str, platform: &Platform) -> (Client, &'static str) {
         let insecure = is_loopback_registry(registry) || self.is_insecure(registry);
         let (protocol, scheme) = if insecure {
@@ -376,21 +398,45 @@ impl Imaged {
         let r = ImageRef::parse(&req.reference)?;
         let platform = Platform::parse(&req.platform)?;
         let progress = Progress { tx };
-        let registry = r.oci().resolve_registry().to_string();
-        let (client, scheme) = self.client_for(&registry, &platform);
-        let ctx = ErrCtx {
-            scheme,
-            registry,
-            familiar: r.familiar(),
-            familiar_name: r.familiar_name(),
-            platform: platform.clone(),
-        };
         let auth = registry_auth(req.auth);
 
-        let (manifest, manifest_digest, config, list_digest) = client
-            .pull_manifest_and_config_and_list_digest(r.oci(), &auth)
-            .await
-            .map_err(|e| ctx.map(e))?;
+        // The first source that answers with the manifest serves the whole pull.
+        let mut answered = None;
+        for (source, is_mirror) in self.sources(&r) {
+            let registry = source.resolve_registry().to_string();
+            let (client, scheme) = self.client_for(&registry, &platform);
+            let ctx = ErrCtx {
+                scheme,
+                registry: registry.clone(),
+                familiar: r.familiar(),
+                familiar_name: r.familiar_name(),
+                platform: platform.clone(),
+            };
+            // Docker Hub's credentials stay with Docker Hub.
+            let auth = if is_mirror {
+                RegistryAuth::Anonymous
+            } else {
+                auth.clone()
+            };
+            match client
+                .pull_manifest_and_config_and_list_digest(&source, &auth)
+                .await
+            {
+                Ok(got) => {
+                    answered = Some((client, ctx, source, got));
+                    break;
+                }
+                Err(e) if is_mirror => {
+                    tracing::warn!(mirror = %registry, image = %r.familiar(), "mirror failed, trying the next source: {e}");
+                }
+                Err(e) => return Err(ctx.map(e)),
+            }
+        }
+        let Some((client, ctx, source, (manifest, manifest_digest, config, list_digest))) =
+            answered
+        else {
+            return Err(ImagedError::Registry("no source to pull from".into()));
+        };
         let pulled_as = r
             .digest()
             .map(str::to_string)
@@ -430,7 +476,7 @@ impl Imaged {
         // chain's lock, so a concurrent pull of the same layer waits and then finds it.
         let (client_ref, ctx_ref, chains_ref, progress_ref) = (&client, &ctx, &chains, &progress);
         let diff_ids = &doc.rootfs.diff_ids;
-        let oci = r.oci();
+        let oci = &source;
         let mut fetches = Vec::new();
         for (i, layer) in manifest.layers.iter().enumerate() {
             if present[i] {

@@ -118,9 +118,38 @@ impl Imaged {
         Ok(layers)
     }
 
-    /// Pushes `req.reference` (a tagged name). Layers the registry has are skipped.
+    /// Pushes `req.reference` (a tagged name), or with `all_tags` every local tag of
+    /// that repository in turn (as `docker push --all-tags`). Layers the registry has are
+    /// skipped.
     pub async fn push(&self, req: PushRequest, tx: ProgressSender) -> Result<()> {
-        let r = ImageRef::parse(&req.reference)?;
+        if !req.all_tags {
+            let r = ImageRef::parse(&req.reference)?;
+            return self.push_tag(&r, req.auth, &tx, true).await;
+        }
+        let name = ImageRef::parse(&req.reference)?.familiar_name();
+        let tags = self.store().tags_in_repo(&name).await?;
+        if tags.is_empty() {
+            // Docker's wording.
+            return Err(ImagedError::NotFound(format!(
+                "An image does not exist locally with the tag: {name}"
+            )));
+        }
+        for (i, t) in tags.iter().enumerate() {
+            let r = ImageRef::parse(t)?;
+            self.push_tag(&r, req.auth.clone(), &tx, i == 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Pushes one tagged image; `announce` says which repository first (once per push).
+    async fn push_tag(
+        &self,
+        r: &ImageRef,
+        auth: Option<berth_proto::images::RegistryAuth>,
+        tx: &ProgressSender,
+        announce: bool,
+    ) -> Result<()> {
+        let tx = tx.clone();
         let tag = r
             .tag()
             .map(str::to_string)
@@ -136,16 +165,18 @@ impl Imaged {
         let layers = self.layers_with_blobs(&row, "push").await?;
         let registry = r.oci().resolve_registry().to_string();
         let (client, _) = self.client_for(&registry, &Platform::host());
-        let auth = crate::pull::registry_auth(req.auth);
+        let auth = crate::pull::registry_auth(auth);
         let refused = |e| push_error(&registry, e);
-        say(
-            &tx,
-            format!("The push refers to repository [{}]", r.familiar_name()),
-            "",
-            0,
-            0,
-        )
-        .await;
+        if announce {
+            say(
+                &tx,
+                format!("The push refers to repository [{}]", r.familiar_name()),
+                "",
+                0,
+                0,
+            )
+            .await;
+        }
         client
             .auth(r.oci(), &auth, RegistryOperation::Push)
             .await

@@ -245,6 +245,17 @@ impl Store {
         .await?)
     }
 
+    /// The tags of repository `name` (familiar form), sorted: "name:v1", "name:v2"...
+    pub async fn tags_in_repo(&self, name: &str) -> Result<Vec<String>> {
+        let all = sqlx::query_scalar::<_, String>("SELECT repo_tag FROM tags ORDER BY repo_tag")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|t| t.rsplit_once(':').is_some_and(|(n, _)| n == name))
+            .collect())
+    }
+
     /// The familiar repo digests of an image, sorted.
     pub async fn repo_digests_of(&self, image_id: &str) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar::<_, String>(

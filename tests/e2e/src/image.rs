@@ -133,6 +133,16 @@ impl TestImage {
         applets: Vec<String>,
         labels: serde_json::Value,
     ) -> Result<Self> {
+        Self::assemble_for(layers, applets, labels, host_arch())
+    }
+
+    /// As [`Self::assemble`], with `arch` in the config.
+    fn assemble_for(
+        layers: Vec<Layer>,
+        applets: Vec<String>,
+        labels: serde_json::Value,
+        arch: &str,
+    ) -> Result<Self> {
         let digests: Vec<String> = layers.iter().map(|l| sha256(&l.gz)).collect();
         let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
         let created = "2024-01-01T00:00:00Z";
@@ -149,7 +159,7 @@ impl TestImage {
             })
             .collect();
         let config = serde_json::to_vec(&json!({
-            "architecture": host_arch(),
+            "architecture": arch,
             "os": "linux",
             "created": created,
             "config": {
@@ -226,6 +236,87 @@ impl TestImage {
             manifest_digest,
             applets,
         })
+    }
+
+    /// The busybox image for two platforms under one OCI image index: this host's
+    /// architecture and `other_arch` (same layer, its config saying `other_arch`, so a
+    /// different image ID). Returns the layout (push it with [`Self::push_all`]) and the
+    /// image ID (config digest) for each, host first.
+    pub fn build_multi_platform(other_arch: &str) -> Result<(Self, String, String)> {
+        let host = Self::build()?;
+        let other = host.with_architecture(other_arch)?;
+        let blobs = host.dir.path().join("blobs/sha256");
+        for entry in std::fs::read_dir(other.dir.path().join("blobs/sha256"))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), blobs.join(entry.file_name()))?;
+        }
+        let entry = |img: &TestImage, arch: &str| -> Result<serde_json::Value> {
+            let hex = img.manifest_digest.trim_start_matches("sha256:");
+            let size = std::fs::metadata(blobs.join(hex))?.len();
+            Ok(json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": img.manifest_digest,
+                "size": size,
+                "platform": {"architecture": arch, "os": "linux"},
+            }))
+        };
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [entry(&host, host_arch())?, entry(&other, other_arch)?],
+        }))?;
+        let index_digest = sha256(&index);
+        std::fs::write(
+            blobs.join(index_digest.trim_start_matches("sha256:")),
+            &index,
+        )?;
+        let top = json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": index_digest,
+                "size": index.len(),
+                "annotations": { "org.opencontainers.image.ref.name": "latest" },
+            }],
+        });
+        std::fs::write(
+            host.dir.path().join("index.json"),
+            serde_json::to_vec(&top)?,
+        )?;
+        let (host_id, other_id) = (host.config_digest.clone(), other.config_digest.clone());
+        Ok((host, host_id, other_id))
+    }
+
+    /// This image with `arch` in its config.
+    fn with_architecture(&self, arch: &str) -> Result<Self> {
+        let hex = self.layer_digest.trim_start_matches("sha256:");
+        let layer = Layer {
+            gz: std::fs::read(self.dir.path().join("blobs/sha256").join(hex))?,
+            diff_id: self.diff_id.clone(),
+            size: self.layer_size,
+        };
+        Self::assemble_for(vec![layer], self.applets.clone(), json!(null), arch)
+    }
+
+    /// Pushes every platform of the layout (`skopeo copy --all`) as `repo_tag`.
+    pub fn push_all(&self, registry: &Registry, repo_tag: &str) -> Result<String> {
+        let reference = format!("127.0.0.1:{}/{repo_tag}", registry.port());
+        let mut c = Command::new("skopeo");
+        c.args([
+            "copy",
+            "--all",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+        ])
+        .arg(format!("oci:{}:latest", self.dir.path().display()))
+        .arg(format!("docker://{reference}"))
+        .env("HOME", self.dir.path());
+        let out = cmd::run(&mut c, Duration::from_secs(120))?;
+        if !out.success() {
+            bail!("skopeo copy --all to {reference} failed: {out}");
+        }
+        Ok(reference)
     }
 
     /// The OCI image layout directory.

@@ -184,6 +184,37 @@ fn docker_commit() {
     assert!(out.stderr.contains("escapes the layer root"), "{out}");
     assert!(!berth.docker(&["image", "inspect", "evil:v1"]).success());
 
+    step!("docker import URL: the daemon downloads the tarball (an HTTP error adds nothing)");
+    let gz_bytes = std::fs::read(&gz).unwrap();
+    let (url, server) = serve_once("200 OK", gz_bytes);
+    let out = berth
+        .docker_ok(&["import", &url, "fromurl/box:v1"])
+        .unwrap();
+    assert!(out.trim().starts_with("sha256:"), "{out}");
+    server.join().unwrap();
+    let out = berth
+        .docker_ok(&["run", "--rm", "fromurl/box:v1", "cat", "/srv/app/conf"])
+        .unwrap();
+    assert_eq!(out, "v1\n");
+    let history = berth
+        .docker_ok(&["history", "--format", "{{.Comment}}", "fromurl/box:v1"])
+        .unwrap();
+    assert!(
+        history.contains(&format!("Imported from {url}")),
+        "{history}"
+    );
+    berth.docker_ok(&["rmi", "fromurl/box:v1"]).unwrap();
+    let (url, server) = serve_once("404 Not Found", b"nothing here".to_vec());
+    let out = berth.docker(&["import", &url, "fromurl/missing:v1"]);
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("404"), "{out}");
+    server.join().unwrap();
+    assert!(
+        !berth
+            .docker(&["image", "inspect", "fromurl/missing:v1"])
+            .success()
+    );
+
     step!("docker images filters and --digests over these images");
     let list = |args: &[&str]| -> Vec<String> {
         let mut a = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
@@ -229,4 +260,31 @@ fn docker_commit() {
     let out = berth.docker(&["commit", "nosuch", "x:y"]);
     assert!(!out.success());
     assert!(out.stderr.contains("No such container: nosuch"), "{out}");
+}
+
+/// Answers one HTTP request on a loopback port with `status` and `body`; the URL to ask.
+fn serve_once(status: &'static str, body: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let url = format!(
+        "http://{}/rootfs.tar.gz",
+        listener.local_addr().expect("its address")
+    );
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("a connection");
+        let mut reader = std::io::BufReader::new(conn.try_clone().expect("a second handle"));
+        let mut line = String::new();
+        // The request line and headers, up to the blank line.
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut w = conn;
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = w.write_all(head.as_bytes());
+        let _ = w.write_all(&body);
+    });
+    (url, server)
 }

@@ -7,7 +7,7 @@ use berth_e2e::{Berth, berth_with_busybox, step};
 use std::time::{Duration, Instant};
 
 fn inspect(berth: &Berth, format: &str, name: &str) -> String {
-    berth.inspect(format, name).unwrap()
+    berth.inspect(format, name).expect("docker inspect")
 }
 
 #[test]

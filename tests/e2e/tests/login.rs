@@ -87,6 +87,28 @@ fn login_and_pull_with_a_password() {
         .docker_ok(&["run", "--rm", &by_digest, "echo", "from the pushed copy"])
         .unwrap();
     assert_eq!(out, "from the pushed copy\n");
+    step!("docker push --all-tags: every local tag of the repository");
+    for t in ["a1", "a2"] {
+        berth
+            .docker_ok(&["tag", &reference, &format!("{host}/private/many:{t}")])
+            .unwrap();
+    }
+    let out = berth
+        .docker_ok(&["push", "--all-tags", &format!("{host}/private/many")])
+        .unwrap();
+    assert_eq!(
+        out.matches("The push refers to repository").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("a1: digest: sha256:"), "{out}");
+    assert!(out.contains("a2: digest: sha256:"), "{out}");
+    berth
+        .docker_ok(&["rmi", &format!("{host}/private/many:a2")])
+        .unwrap();
+    berth
+        .docker_ok(&["pull", &format!("{host}/private/many:a2")])
+        .unwrap();
     let missing = berth.docker(&["push", &format!("{host}/nothing/here:v1")]);
     assert!(!missing.success());
     assert!(
