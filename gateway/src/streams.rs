@@ -17,6 +17,7 @@ use berth_proto::logs as lpb;
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Docker's stream type bytes in the multiplexed framing (`stdcopy`).
@@ -276,6 +277,7 @@ pub async fn attach(
     let tty = spec.tty;
 
     // Subscribe before answering, so nothing written after this point is missed.
+    let subscribed_at = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let follower = if stream_output {
         let mut client = st.services.logs.clone();
         let r = lpb::ReadRequest {
@@ -291,6 +293,16 @@ pub async fn attach(
         Some(call(LOGD, client.read(r)).await?)
     } else {
         None
+    };
+    let mut resume = Resume {
+        client: st.services.logs.clone(),
+        container_id: spec.id.clone(),
+        stdout,
+        stderr,
+        sent: Sent {
+            last_time: subscribed_at,
+            ..Default::default()
+        },
     };
 
     if !wants_upgrade(&req) && stream_input {
@@ -363,6 +375,10 @@ pub async fn attach(
                 };
                 match msg {
                     Ok(Some(b)) => {
+                        let b = resume.fresh(b);
+                        if b.entries.is_empty() {
+                            continue;
+                        }
                         if io
                             .write_all(&render_batch(&b, &Render::plain(tty)))
                             .await
@@ -374,6 +390,13 @@ pub async fn attach(
                     }
                     Ok(None) => break,
                     Err(status) => {
+                        // logd went away (a crash, a restart): follow again from the
+                        // last line sent once it is back, so the attached client misses
+                        // nothing and sees nothing twice.
+                        if let Some(again) = resume.reconnect().await {
+                            s = again;
+                            continue;
+                        }
                         let msg = ApiError::from_status(LOGD, status).message;
                         let _ = io.write_all(&frame(SYSERR, msg.as_bytes())).await;
                         break;
@@ -394,6 +417,85 @@ pub async fn attach(
         }
     });
     Ok(upgrade_response(tty))
+}
+
+/// How far an attachment's output got: the time of the last line sent and how many sent
+/// lines carry that time (a new read from that time repeats them: they are skipped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sent {
+    last_time: i64,
+    at_last_time: usize,
+    /// Lines at `last_time` still to drop from a new read.
+    skip: usize,
+}
+
+impl Sent {
+    /// The entries of `b` not sent yet, noted as sent.
+    fn fresh(&mut self, mut b: lpb::LogBatch) -> lpb::LogBatch {
+        b.entries.retain(|e| {
+            if self.skip > 0 && e.time_unix_nano == self.last_time {
+                self.skip -= 1;
+                return false;
+            }
+            true
+        });
+        for e in &b.entries {
+            if e.time_unix_nano == self.last_time {
+                self.at_last_time += 1;
+            } else if e.time_unix_nano > self.last_time {
+                self.last_time = e.time_unix_nano;
+                self.at_last_time = 1;
+            }
+        }
+        b
+    }
+
+    /// A new read starts at `last_time`: what was sent at that time comes again.
+    fn reread(&mut self) {
+        self.skip = self.at_last_time;
+    }
+}
+
+/// Follows an attachment's output again after logd went away (a crash, a restart).
+struct Resume {
+    client: berth_proto::logs::logs_client::LogsClient<TracedChannel>,
+    container_id: String,
+    stdout: bool,
+    stderr: bool,
+    sent: Sent,
+}
+
+/// How long an attachment waits for logd to come back.
+const LOGD_RETURN_WAIT: Duration = Duration::from_secs(15);
+
+impl Resume {
+    fn fresh(&mut self, b: lpb::LogBatch) -> lpb::LogBatch {
+        self.sent.fresh(b)
+    }
+
+    /// A new follow from the last line sent, once logd answers again (None: it did not
+    /// within [`LOGD_RETURN_WAIT`]).
+    async fn reconnect(&mut self) -> Option<tonic::Streaming<lpb::LogBatch>> {
+        let deadline = tokio::time::Instant::now() + LOGD_RETURN_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let r = lpb::ReadRequest {
+                container_id: self.container_id.clone(),
+                follow: true,
+                tail: -1,
+                since_unix_nano: self.sent.last_time,
+                until_unix_nano: 0,
+                stdout: self.stdout,
+                stderr: self.stderr,
+                live_only: false,
+            };
+            if let Ok(s) = self.client.read(r).await {
+                self.sent.reread();
+                return Some(s.into_inner());
+            }
+        }
+        None
+    }
 }
 
 /// Whether the client asked to hijack the connection (`Upgrade: tcp`), as the CLI does.
@@ -450,6 +552,46 @@ pub fn upgrade_response(tty: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch(times: &[i64]) -> lpb::LogBatch {
+        lpb::LogBatch {
+            entries: times
+                .iter()
+                .enumerate()
+                .map(|(i, t)| lpb::LogEntry {
+                    line: format!("line {i} at {t}\n").into_bytes().into(),
+                    time_unix_nano: *t,
+                    stream: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    fn times(b: &lpb::LogBatch) -> Vec<i64> {
+        b.entries.iter().map(|e| e.time_unix_nano).collect()
+    }
+
+    #[test]
+    fn a_reread_after_logd_returns_repeats_nothing_and_loses_nothing() {
+        let mut sent = Sent {
+            last_time: 100,
+            ..Default::default()
+        };
+        assert_eq!(times(&sent.fresh(batch(&[100, 105, 105]))), [100, 105, 105]);
+        // logd restarts; the new read starts at 105 and holds a third line at 105 that
+        // was never sent, then newer ones.
+        sent.reread();
+        assert_eq!(times(&sent.fresh(batch(&[105, 105, 105, 107]))), [105, 107]);
+        assert_eq!(times(&sent.fresh(batch(&[107, 109]))), [107, 109]);
+        // Nothing sent at all before the outage: everything from the subscription on.
+        let mut empty = Sent {
+            last_time: 50,
+            ..Default::default()
+        };
+        empty.reread();
+        assert_eq!(times(&empty.fresh(batch(&[60, 61]))), [60, 61]);
+    }
 
     #[test]
     fn frames_follow_stdcopy() {

@@ -188,6 +188,29 @@ fn docker_logs_rotation_and_restarts() {
     assert!(out.stdout == format!("out1\nout2\n{long}partial"));
     assert_eq!(out.stderr, "err1\n");
 
+    step!("an attached docker run keeps its output whole across kill -9 of logd");
+    let attached = berth
+        .docker_command(&[
+            "run",
+            "--rm",
+            &img,
+            "sh",
+            "-c",
+            "echo before; sleep 2; echo after; echo last",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    berth.kill9_and_wait("berth-logd").unwrap();
+    let done = attached.wait_with_output().unwrap();
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        "before\nafter\nlast\n"
+    );
+
     step!("--since and --until select by time (both inclusive, as Docker)");
     let stamped = berth.docker_ok(&["logs", "--timestamps", "mix"]).unwrap();
     let time_of = |text: &str| -> String {
