@@ -322,6 +322,9 @@ pub struct LayerBlob {
     pub size: i64,
 }
 
+/// The most a download hands to its file in one write.
+const WRITE_BUF: usize = 128 << 10;
+
 /// Layers downloaded at once by one pull (Docker's `max-concurrent-downloads` default).
 const CONCURRENT_DOWNLOADS: usize = 3;
 
@@ -599,6 +602,9 @@ impl Imaged {
         let mut file = tokio::fs::File::create(&blob.path)
             .await
             .map_err(|e| ImagedError::io(format!("creating {}", blob.path.display()), e))?;
+        // tokio copies each write into a buffer of up to 2 MiB by default, kept for the
+        // file's life: with three layers at a time that is memory held for nothing.
+        file.set_max_buf_size(WRITE_BUF);
         let mut current = 0i64;
         let mut last = Instant::now();
         let mut hasher = Sha256::new();

@@ -240,6 +240,31 @@ impl Berth {
             .to_string())
     }
 
+    /// How many `action` events (`attach`, `pause`, ...) `docker events` has stored for
+    /// container `name` so far.
+    pub fn event_count(&self, name: &str, action: &str) -> Result<usize> {
+        let until = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 1;
+        Ok(self
+            .docker_ok(&[
+                "events",
+                "--since",
+                "1",
+                "--until",
+                &until.to_string(),
+                "--filter",
+                &format!("container={name}"),
+                "--filter",
+                &format!("event={action}"),
+                "--format",
+                "{{.Action}}",
+            ])?
+            .lines()
+            .count())
+    }
+
     /// The host pid of a running container's init process.
     pub fn container_pid(&self, container: &str) -> Result<u32> {
         let pid: u32 = self

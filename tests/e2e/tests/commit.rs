@@ -81,30 +81,7 @@ fn docker_commit() {
     assert_eq!(out, "v1\nhi\nvi-gone\n");
 
     step!("the running container was frozen during the commit; not with --pause=false");
-    let count = |action: &str| {
-        let until = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 1;
-        berth
-            .docker_ok(&[
-                "events",
-                "--since",
-                "1",
-                "--until",
-                &until.to_string(),
-                "--filter",
-                "container=box",
-                "--filter",
-                &format!("event={action}"),
-                "--format",
-                "{{.Action}}",
-            ])
-            .unwrap()
-            .lines()
-            .count()
-    };
+    let count = |action: &str| berth.event_count("box", action).unwrap();
     assert_eq!((count("pause"), count("unpause")), (1, 1));
     assert_eq!(
         berth.inspect("{{.State.Status}}", "box").unwrap(),

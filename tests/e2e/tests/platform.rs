@@ -24,15 +24,8 @@ fn pull_picks_the_platform() {
         .unwrap();
     assert_eq!(
         berth
-            .docker_ok(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}} {{.Os}}/{{.Architecture}}",
-                &reference
-            ])
-            .unwrap()
-            .trim(),
+            .inspect("{{.Id}} {{.Os}}/{{.Architecture}}", &reference)
+            .unwrap(),
         format!("{other_id} linux/{other}")
     );
 
@@ -40,15 +33,8 @@ fn pull_picks_the_platform() {
     berth.docker_ok(&["pull", &reference]).unwrap();
     assert_eq!(
         berth
-            .docker_ok(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}} {{.Architecture}}",
-                &reference
-            ])
-            .unwrap()
-            .trim(),
+            .inspect("{{.Id}} {{.Architecture}}", &reference)
+            .unwrap(),
         format!("{host_id} {}", host_arch())
     );
     let out = berth

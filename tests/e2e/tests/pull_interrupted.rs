@@ -53,16 +53,7 @@ fn pull_interrupted_by_kill9_of_imaged() {
     step!("the next pull completes the image, which runs with every layer");
     berth.docker_ok(&["pull", &reference]).unwrap();
     assert_eq!(
-        berth
-            .docker_ok(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{len .RootFS.Layers}}",
-                &reference
-            ])
-            .unwrap()
-            .trim(),
+        berth.inspect("{{len .RootFS.Layers}}", &reference).unwrap(),
         "3"
     );
     let out = berth

@@ -30,15 +30,8 @@ fn docker_hub_images_come_from_the_mirror() {
     );
     assert_eq!(
         berth
-            .docker_ok(&[
-                "image",
-                "inspect",
-                "--format",
-                "{{.Id}} {{index .RepoTags 0}}",
-                "busybox"
-            ])
-            .unwrap()
-            .trim(),
+            .inspect("{{.Id}} {{index .RepoTags 0}}", "busybox")
+            .unwrap(),
         format!("{} busybox:latest", image.config_digest)
     );
     let out = berth

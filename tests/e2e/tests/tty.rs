@@ -10,13 +10,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Types a command line (Enter is a carriage return on a raw terminal).
 fn line(term: &mut Terminal, text: &str) {
     term.send(format!("{text}\r").as_bytes())
@@ -112,25 +105,7 @@ fn terminals_and_stdin() {
     assert!(logs.contains("again-2\r\n"), "{logs:?}");
     // Docker's events: an attach each time, a detach for the attachment the client
     // ended while the container ran (the second one ended with the container's exit).
-    let events = |action: &str| {
-        berth
-            .docker_ok(&[
-                "events",
-                "--since",
-                "1",
-                "--until",
-                &format!("{}", unix_now() + 1),
-                "--filter",
-                "container=keep",
-                "--filter",
-                &format!("event={action}"),
-                "--format",
-                "{{.Action}}",
-            ])
-            .unwrap()
-            .lines()
-            .count()
-    };
+    let events = |action: &str| berth.event_count("keep", action).unwrap();
     assert!(
         wait_until(T, || events("detach") == 1),
         "detach events: {}",
