@@ -322,6 +322,11 @@ pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
             keys: unknown.join(", "),
         });
     }
+    // As dockerd: a registry setting it could not use stops the daemon from starting.
+    berth_kit::registries::validate(&value).map_err(|message| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message,
+    })?;
     serde_json::from_value(value).map_err(parse_err)
 }
 
@@ -618,6 +623,12 @@ mod tests {
             r#"{"log-driver":"local","insecure-registries":["127.0.0.1:5000"]}"#,
         )
         .unwrap();
+        // A mirror imaged could not use is refused at start, naming it.
+        parse(p, r#"{"registry-mirrors":["http://127.0.0.1:5000/"]}"#).unwrap();
+        let e = parse(p, r#"{"registry-mirrors":["mirror.example/path"]}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid mirror"), "{e}");
+        let e = parse(p, r#"{"max-concurrent-downloads":0}"#).unwrap_err();
+        assert!(e.to_string().contains("max-concurrent-downloads"), "{e}");
     }
 
     #[test]

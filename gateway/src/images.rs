@@ -161,6 +161,12 @@ pub async fn create(
     progress_response(st, stream, "pull", pulled).await
 }
 
+/// The tag a push's result message names (`aux: {"Tag": ...}`).
+fn pushed_tag(m: &images::PullProgress) -> Option<String> {
+    let aux: Value = serde_json::from_str(&m.aux_json).ok()?;
+    aux.get("Tag")?.as_str().map(str::to_string)
+}
+
 /// Streams a pull's or push's progress as Docker's JSON messages, and emits the image
 /// event (`action`) once it succeeded.
 async fn progress_response(
@@ -181,27 +187,43 @@ async fn progress_response(
             ));
         }
     };
+    // A push says which tags it pushed (`aux`): one event each (`--all-tags` pushes many).
+    let pushed: Vec<String> = first.iter().filter_map(pushed_tag).collect();
     let head =
         futures_util::stream::iter(first.map(|m| Ok::<_, std::io::Error>(progress_json(&m))));
     let events = st.events.clone();
-    let rest = futures_util::stream::unfold(Some(stream), move |state| {
+    let rest = futures_util::stream::unfold(Some((stream, pushed)), move |state| {
         let events = events.clone();
         let reference = reference.clone();
         async move {
-            let mut s = state?;
+            let (mut s, mut tags) = state?;
             match s.message().await {
-                Ok(Some(m)) => Some((Ok::<_, std::io::Error>(progress_json(&m)), Some(s))),
+                Ok(Some(m)) => {
+                    tags.extend(pushed_tag(&m));
+                    Some((Ok::<_, std::io::Error>(progress_json(&m)), Some((s, tags))))
+                }
                 Ok(None) => {
                     let shown = familiar(&reference);
-                    let name = shown.rsplit_once(':').map_or(shown, |(n, _)| n).to_string();
-                    events
-                        .emit(
-                            "image",
-                            action,
-                            familiar(&reference),
-                            [("name".to_string(), name)].into(),
-                        )
-                        .await;
+                    let name = match shown.rsplit_once(':') {
+                        Some((n, t)) if !t.contains('/') => n,
+                        _ => shown,
+                    }
+                    .to_string();
+                    let actors: Vec<String> = if action == "push" && !tags.is_empty() {
+                        tags.iter().map(|t| format!("{name}:{t}")).collect()
+                    } else {
+                        vec![shown.to_string()]
+                    };
+                    for actor in actors {
+                        events
+                            .emit(
+                                "image",
+                                action,
+                                &actor,
+                                [("name".to_string(), name.clone())].into(),
+                            )
+                            .await;
+                    }
                     None
                 }
                 Err(status) => {

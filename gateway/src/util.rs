@@ -144,15 +144,7 @@ pub fn parse_unix_time_param(v: Option<&String>) -> Result<i64, ApiError> {
 
 /// daemon.json as a JSON document (`{}` when there is none).
 pub fn daemon_json(config_file: Option<&std::path::Path>) -> anyhow::Result<serde_json::Value> {
-    let Some(path) = config_file else {
-        return Ok(serde_json::json!({}));
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::json!({})),
-        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-    };
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("parsing {}: {e}", path.display()))
+    berth_kit::reload::read_daemon_json(config_file).map_err(anyhow::Error::msg)
 }
 
 /// daemon.json's `log-driver` (default json-file) and `log-opts`.

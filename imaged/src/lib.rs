@@ -114,48 +114,23 @@ pub struct Settings {
     pub insecure_registries: Vec<String>,
     /// daemon.json `registry-mirrors`: tried in order before Docker Hub for its images.
     pub registry_mirrors: Vec<Mirror>,
+    /// daemon.json `max-concurrent-downloads`: layers one pull fetches at once.
+    pub max_concurrent_downloads: usize,
 }
 
-/// A pull-through mirror of Docker Hub (daemon.json `registry-mirrors`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirror {
-    /// `host[:port]`.
-    pub host: String,
-    /// Plain HTTP (`http://...`) rather than TLS.
-    pub plain_http: bool,
-}
-
-impl Mirror {
-    /// Parses one entry as Docker accepts it: an http(s) URL of a host, without a path,
-    /// query or fragment (a trailing slash is fine).
-    pub fn parse(url: &str) -> Result<Self> {
-        let bad =
-            |why: &str| ImagedError::InvalidArgument(format!("invalid mirror: {url:?}: {why}"));
-        let (plain_http, rest) = if let Some(r) = url.strip_prefix("http://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("https://") {
-            (false, r)
-        } else {
-            return Err(bad("unsupported scheme (http or https)"));
-        };
-        let host = rest.strip_suffix('/').unwrap_or(rest);
-        if host.is_empty() || host.contains(['/', '?', '#', '@']) {
-            return Err(bad("path, query, fragment or user info not allowed"));
-        }
-        Ok(Self {
-            host: host.to_string(),
-            plain_http,
-        })
-    }
-}
+pub use berth_kit::registries::Mirror;
 
 /// Reads daemon.json's `registry-mirrors`, if there is a file (see
 /// [`insecure_registries_from`] for a missing or malformed one).
 pub fn registry_mirrors_from(config_file: Option<&Path>) -> Result<Vec<Mirror>> {
-    string_list_from(config_file, "registry-mirrors")?
-        .iter()
-        .map(|u| Mirror::parse(u))
-        .collect()
+    berth_kit::registries::from_daemon_json(&daemon_json(config_file)?)
+        .map_err(ImagedError::InvalidArgument)
+}
+
+/// Reads daemon.json's `max-concurrent-downloads` (Docker's 3 without it).
+pub fn max_concurrent_downloads_from(config_file: Option<&Path>) -> Result<usize> {
+    berth_kit::registries::max_concurrent_downloads(&daemon_json(config_file)?)
+        .map_err(ImagedError::InvalidArgument)
 }
 
 /// Reads `insecure-registries` from a daemon.json, if there is one. A missing file means
@@ -166,17 +141,7 @@ pub fn insecure_registries_from(config_file: Option<&Path>) -> Result<Vec<String
 
 /// A list of strings under `key` in a daemon.json, if there is one.
 fn string_list_from(config_file: Option<&Path>, key: &str) -> Result<Vec<String>> {
-    let Some(path) = config_file else {
-        return Ok(Vec::new());
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ImagedError::io(format!("reading {}", path.display()), e)),
-    };
-    let doc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ImagedError::InvalidArgument(format!("parsing {}: {e}", path.display())))?;
-    Ok(doc
+    Ok(daemon_json(config_file)?
         .get(key)
         .and_then(|v| v.as_array())
         .map(|a| {
@@ -185,6 +150,11 @@ fn string_list_from(config_file: Option<&Path>, key: &str) -> Result<Vec<String>
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// The daemon.json document (`{}` without a file).
+fn daemon_json(config_file: Option<&Path>) -> Result<serde_json::Value> {
+    berth_kit::reload::read_daemon_json(config_file).map_err(ImagedError::InvalidArgument)
 }
 
 /// The image store. Cheap to clone; every clone shares state.
@@ -198,6 +168,7 @@ struct Inner {
     layout: Layout,
     insecure: Vec<String>,
     mirrors: Vec<Mirror>,
+    concurrent_downloads: usize,
     /// One unpack per chain ID at a time: concurrent pulls sharing a layer wait, then
     /// find it committed.
     layer_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -214,6 +185,7 @@ impl Imaged {
                 layout: Layout::new(settings.dir),
                 insecure: settings.insecure_registries,
                 mirrors: settings.registry_mirrors,
+                concurrent_downloads: settings.max_concurrent_downloads.max(1),
                 layer_locks: std::sync::Mutex::new(HashMap::new()),
                 snapshot_lock: tokio::sync::Mutex::new(()),
             }),
@@ -229,6 +201,11 @@ impl Imaged {
                 .mirrors
                 .iter()
                 .any(|m| m.plain_http && m.host == registry)
+    }
+
+    /// Layers one pull downloads at once.
+    pub fn concurrent_downloads(&self) -> usize {
+        self.inner.concurrent_downloads
     }
 
     /// daemon.json's `registry-mirrors`, in order.
@@ -272,26 +249,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mirrors_are_parsed_as_docker_accepts_them() {
-        assert_eq!(
-            Mirror::parse("http://127.0.0.1:5000/").unwrap(),
-            Mirror {
-                host: "127.0.0.1:5000".into(),
-                plain_http: true
-            }
-        );
-        assert!(!Mirror::parse("https://mirror.example").unwrap().plain_http);
-        for bad in [
-            "ftp://m",
-            "mirror.example",
-            "https://m/path",
-            "https://m?x",
-            "http://",
-        ] {
-            assert!(Mirror::parse(bad).is_err(), "{bad}");
-        }
+    fn reads_registry_mirrors() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("daemon.json");
+        assert!(registry_mirrors_from(Some(&p)).unwrap().is_empty());
         std::fs::write(&p, r#"{"registry-mirrors": ["http://127.0.0.1:1"]}"#).unwrap();
         assert_eq!(registry_mirrors_from(Some(&p)).unwrap().len(), 1);
         std::fs::write(&p, r#"{"registry-mirrors": ["m/x"]}"#).unwrap();

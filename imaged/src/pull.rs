@@ -325,9 +325,6 @@ pub struct LayerBlob {
 /// The most a download hands to its file in one write.
 const WRITE_BUF: usize = 128 << 10;
 
-/// Layers downloaded at once by one pull (Docker's `max-concurrent-downloads` default).
-const CONCURRENT_DOWNLOADS: usize = 3;
-
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
 }
@@ -474,8 +471,8 @@ impl Imaged {
             present.push(here);
         }
 
-        // The missing layers download, verify and unpack side by side (as Docker's
-        // max-concurrent-downloads, three at a time); each commits on its own, under its
+        // The missing layers download, verify and unpack side by side (daemon.json's
+        // max-concurrent-downloads, three by default); each commits on its own, under its
         // chain's lock, so a concurrent pull of the same layer waits and then finds it.
         let (client_ref, ctx_ref, chains_ref, progress_ref) = (&client, &ctx, &chains, &progress);
         let diff_ids = &doc.rootfs.diff_ids;
@@ -509,7 +506,7 @@ impl Imaged {
             });
         }
         futures_util::stream::iter(fetches)
-            .buffer_unordered(CONCURRENT_DOWNLOADS)
+            .buffer_unordered(self.concurrent_downloads())
             .try_collect::<Vec<()>>()
             .await?;
 

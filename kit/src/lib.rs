@@ -9,6 +9,7 @@ pub mod disk;
 pub mod grpc;
 pub mod metrics;
 pub mod paths;
+pub mod registries;
 pub mod reload;
 pub mod shutdown;
 pub mod status;

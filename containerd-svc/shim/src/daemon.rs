@@ -501,8 +501,16 @@ async fn serve(
     let mut sigchld = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
         .map_err(io("watching SIGCHLD"))?;
     let (exit_tx, exit_rx) = watch::channel(None::<ExitRecord>);
-    // How far the output has got (see the reaper).
-    let (drain_tx, drain_rx) = watch::channel(logfwd::Drain::default());
+    // How far the output has got (see the reaper). Its readers count from here, so an
+    // exit reaped before they start still waits for them.
+    let readers = match &stdio {
+        InitStdio::Pipes { .. } => 2,
+        InitStdio::Terminal(_) => 1,
+    };
+    let (drain_tx, drain_rx) = watch::channel(logfwd::Drain {
+        readers_open: readers,
+        ..Default::default()
+    });
     let shim_dir = args.shim_dir.clone();
     let children = Arc::new(Children::default());
     let reaped = children.clone();
@@ -551,7 +559,6 @@ async fn serve(
                 tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
                     .map_err(io("reading container output"))
             };
-            drain_tx.send_modify(|d| d.readers_open = 2);
             let reader = |fd, stream, tx| {
                 Ok::<_, ShimError>(read_stream(
                     receiver(fd)?,
@@ -574,7 +581,6 @@ async fn serve(
         }
         InitStdio::Terminal(fd) => {
             let master = Master::new(fd).map_err(io("container terminal"))?;
-            drain_tx.send_modify(|d| d.readers_open = 1);
             tokio::spawn(read_stream(
                 master.clone(),
                 1,

@@ -25,10 +25,11 @@ pub fn write(dir: &Path, rec: &ExitRecord) -> std::io::Result<()> {
 }
 
 /// Writes `value` as JSON to `<dir>/<name>` via tmp + rename: a reader (or a process
-/// that crashed half-way) sees the whole record or none. No fsync: these files live
-/// under the run root (tmpfs), which a machine crash empties together with the
-/// containers they describe, so syncing would buy nothing and cost milliseconds on
-/// every exit and exec.
+/// that crashed half-way) sees the whole record or none. No fsync: these records only
+/// matter while their container's processes could still be running, which a machine
+/// crash ends (the run root is tmpfs by default; elsewhere a record a crash leaves empty
+/// reads as no record, as for a shim that died), so syncing would buy nothing and cost
+/// milliseconds on every exit and exec.
 pub fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let data = serde_json::to_vec(value).map_err(std::io::Error::other)?;

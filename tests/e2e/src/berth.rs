@@ -240,29 +240,30 @@ impl Berth {
             .to_string())
     }
 
+    /// The events `docker events` has stored so far matching `filters` (`key=value`
+    /// each), one line each in `format`.
+    pub fn stored_events(&self, filters: &[&str], format: &str) -> Result<Vec<String>> {
+        let until = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 1)
+        .to_string();
+        let mut args = vec![
+            "events", "--since", "1", "--until", &until, "--format", format,
+        ];
+        for f in filters {
+            args.extend_from_slice(&["--filter", f]);
+        }
+        Ok(self.docker_ok(&args)?.lines().map(str::to_string).collect())
+    }
+
     /// How many `action` events (`attach`, `pause`, ...) `docker events` has stored for
     /// container `name` so far.
     pub fn event_count(&self, name: &str, action: &str) -> Result<usize> {
-        let until = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-            + 1;
+        let (container, event) = (format!("container={name}"), format!("event={action}"));
         Ok(self
-            .docker_ok(&[
-                "events",
-                "--since",
-                "1",
-                "--until",
-                &until.to_string(),
-                "--filter",
-                &format!("container={name}"),
-                "--filter",
-                &format!("event={action}"),
-                "--format",
-                "{{.Action}}",
-            ])?
-            .lines()
-            .count())
+            .stored_events(&[&container, &event], "{{.Action}}")?
+            .len())
     }
 
     /// The host pid of a running container's init process.

@@ -103,6 +103,18 @@ fn login_and_pull_with_a_password() {
     );
     assert!(out.contains("a1: digest: sha256:"), "{out}");
     assert!(out.contains("a2: digest: sha256:"), "{out}");
+    // One push event per tag, as Docker.
+    let pushes = berth
+        .stored_events(&["type=image", "event=push"], "{{.Actor.ID}}")
+        .unwrap();
+    for t in ["a1", "a2"] {
+        let actor = format!("{host}/private/many:{t}");
+        assert_eq!(
+            pushes.iter().filter(|l| **l == actor).count(),
+            1,
+            "{pushes:?}"
+        );
+    }
     berth
         .docker_ok(&["rmi", &format!("{host}/private/many:a2")])
         .unwrap();

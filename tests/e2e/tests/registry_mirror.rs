@@ -17,7 +17,7 @@ fn docker_hub_images_come_from_the_mirror() {
         .push(&mirror, "someone/tool:1.0", Format::DockerV2)
         .unwrap();
     let config = format!(
-        r#"{{"registry-mirrors": ["http://127.0.0.1:{}/"]}}"#,
+        r#"{{"registry-mirrors": ["http://127.0.0.1:{}/"], "max-concurrent-downloads": 1}}"#,
         mirror.port()
     );
     let berth = Berth::start_full("mirror", &[], &[], &config).unwrap();
