@@ -119,40 +119,9 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
     Ok(resp)
 }
 
-/// `docker import URL`: the body of a GET of `url` (http or https), streamed as it comes
-/// (a download that breaks off fails the import, which then adds nothing).
-pub async fn download(url: &str) -> Result<Body, ApiError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| ApiError::bad_request(format!("invalid URL {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ApiError::bad_request(format!(
-            "invalid URL {url:?}: only http and https can be imported from"
-        )));
-    }
-    let resp = reqwest::Client::new()
-        .get(parsed)
-        .send()
-        .await
-        .map_err(|e| ApiError::internal(format!("Get {url:?}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(ApiError::internal(format!(
-            "Get {url:?}: {}",
-            resp.status()
-        )));
-    }
-    let chunks = futures_util::stream::unfold(Some(resp), |state| async move {
-        let mut resp = state?;
-        match resp.chunk().await {
-            Ok(Some(b)) => Some((Ok(b), Some(resp))),
-            Ok(None) => None,
-            Err(e) => Some((Err(std::io::Error::other(e)), None)),
-        }
-    });
-    Ok(Body::from_stream(chunks))
-}
-
 /// `docker import` (`POST /images/create?fromSrc=-&repo=&tag=&message=&changes=`): the
-/// body is the tarball; the answer is Docker's JSON line with the new image's ID.
+/// body is the tarball (with `fromSrc=<URL>`, imaged fetches it); the answer is Docker's
+/// JSON line with the new image's ID.
 pub async fn import(
     st: AppState,
     raw_query: Option<&str>,

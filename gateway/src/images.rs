@@ -138,9 +138,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     match q.get("fromSrc").map(String::as_str) {
         Some("-") => return crate::image_archive::import(st, raw.as_deref(), body, "").await,
+        // imaged fetches what the URL serves.
         Some(url) if !url.is_empty() => {
-            let body = crate::image_archive::download(url).await?;
-            return crate::image_archive::import(st, raw.as_deref(), body, url).await;
+            return crate::image_archive::import(st, raw.as_deref(), Body::empty(), url).await;
         }
         _ => {}
     }

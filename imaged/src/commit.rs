@@ -403,6 +403,41 @@ fn diff_id_of(path: &Path) -> io::Result<String> {
 }
 
 impl Imaged {
+    /// `docker import URL`: what an http(s) URL serves, spooled under `tmp/` as it comes
+    /// (bounded waits: 10 s to connect, 60 s between reads). An HTTP error or a download
+    /// that breaks off fails the import, which then adds nothing.
+    pub(crate) async fn download(&self, url: &str) -> Result<crate::pull::TempPath> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| ImagedError::InvalidArgument(format!("invalid URL {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ImagedError::InvalidArgument(format!(
+                "invalid URL {url:?}: only http and https can be imported from"
+            )));
+        }
+        let failed = |e: reqwest::Error| ImagedError::Registry(format!("Get {url:?}: {e}"));
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(failed)?;
+        let resp = client.get(parsed).send().await.map_err(failed)?;
+        if !resp.status().is_success() {
+            return Err(ImagedError::Registry(format!(
+                "Get {url:?}: {}",
+                resp.status()
+            )));
+        }
+        let chunks = futures_util::stream::unfold(Some(resp), |state| async move {
+            let mut resp = state?;
+            match resp.chunk().await {
+                Ok(Some(b)) => Some((Ok(b.to_vec()), Some(resp))),
+                Ok(None) => None,
+                Err(e) => Some((Err(format!("downloading: {e}")), None)),
+            }
+        });
+        self.spool(Box::pin(chunks), "import").await
+    }
+
     /// `docker import`: the tarball (plain, gzip or zstd) at `path` as a one-layer image
     /// with `changes` applied and `message` as its history comment. Returns its ID.
     pub async fn import(

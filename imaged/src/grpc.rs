@@ -145,14 +145,19 @@ impl Images for ImagesService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("Import needs a first message"))?;
-        let head = futures_util::stream::iter([Ok(first.data.clone())]);
-        let rest = futures_util::StreamExt::map(input, |r| {
-            r.map(|m| m.data).map_err(|s| s.message().to_string())
-        });
-        let spool = self
-            .imaged
-            .spool(futures_util::StreamExt::chain(head, rest), "import")
-            .await?;
+        // A URL is fetched here (the request then carries no data); else the data is
+        // the tarball.
+        let spool = if first.source.is_empty() {
+            let head = futures_util::stream::iter([Ok(first.data.clone())]);
+            let rest = futures_util::StreamExt::map(input, |r| {
+                r.map(|m| m.data).map_err(|s| s.message().to_string())
+            });
+            self.imaged
+                .spool(futures_util::StreamExt::chain(head, rest), "import")
+                .await?
+        } else {
+            self.imaged.download(&first.source).await?
+        };
         // Docker's history comment without -m: where the tarball came from.
         let message = match (first.message.is_empty(), first.source.is_empty()) {
             (false, _) => first.message.clone(),
