@@ -1,37 +1,74 @@
-//! Takes the kernel's cgroup-migration wait off the path of a container start.
+//! Takes the kernel's cgroup-migration wait off the path of container starts and execs.
 //!
-//! The runtime moves each container's init into its cgroups by writing to `cgroup.procs`.
-//! Such a write takes the kernel's threadgroup semaphore for writing, and the first writer
-//! after a quiet spell waits for an RCU grace period (about 20 ms on the 2-core test VM:
-//! most of a `docker start`'s runtime work); the semaphore then stays cheap to take until
-//! one grace period after the last writer. So when a start is coming (a container or an
-//! exec is created, or a start begins) a throwaway thread moves this process into the
-//! cgroup it is already in, a no-op that pays the wait while the start is still being
-//! prepared.
+//! The runtime moves each container's init, and each exec's process, into the
+//! container's cgroups by writing to `cgroup.procs`. Such a write takes the kernel's
+//! threadgroup semaphore for writing, and the first writer after a quiet spell waits for
+//! an RCU grace period (6 to 16 ms on the 2-core test VM, median 8: most of an exec's
+//! runtime work); the semaphore then stays cheap to take until one grace period after
+//! the last writer. So when a start or an exec is coming (a container or an exec is
+//! created, or a start begins) a thread moves this process into the cgroup it is already
+//! in, a no-op that pays the wait while the start is still being prepared, and repeats
+//! the move every few milliseconds for a second after the last such event, so that the
+//! starts and execs that follow (a script, a compose project, a healthcheck) find the
+//! semaphore cheap. Only fork and exit elsewhere on the machine notice, by a memory
+//! barrier each, while it is kept warm; the kernel's `favordynmods` cgroup option
+//! makes the same trade for good.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-static IN_FLIGHT: AtomicBool = AtomicBool::new(false);
+/// How long the semaphore is kept cheap after the last start or exec.
+const KEEP_WARM: Duration = Duration::from_secs(1);
+/// Between two no-op moves: under the shortest grace period seen (about 6 ms).
+const EVERY: Duration = Duration::from_millis(3);
 
-/// Starts a warm-up unless one is already waiting.
+/// Until when the warm-up thread runs (`None`: no thread runs).
+static WARM_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Keeps the semaphore warm for [`KEEP_WARM`] from now, starting the thread if needed.
 pub fn warm_up() {
-    if IN_FLIGHT.swap(true, Ordering::AcqRel) {
+    let until = Instant::now() + KEEP_WARM;
+    let mut g = WARM_UNTIL.lock().unwrap_or_else(|p| p.into_inner());
+    let running = g.is_some();
+    *g = Some(until);
+    if running {
         return;
     }
     let spawned = std::thread::Builder::new()
         .name("cgroup-warmup".into())
-        .spawn(|| {
-            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-            if let Some(procs) = own_procs_file(&own)
-                && let Err(e) = std::fs::write(&procs, std::process::id().to_string())
-            {
-                tracing::debug!(file = %procs.display(), "cgroup warm-up: {e}");
-            }
-            IN_FLIGHT.store(false, Ordering::Release);
-        });
+        .spawn(keep_warm);
     if spawned.is_err() {
-        IN_FLIGHT.store(false, Ordering::Release);
+        *g = None;
     }
+}
+
+fn keep_warm() {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let procs = own_procs_file(&own);
+    let pid = std::process::id().to_string();
+    loop {
+        if let Some(procs) = &procs
+            && let Err(e) = std::fs::write(procs, &pid)
+        {
+            tracing::debug!(file = %procs.display(), "cgroup warm-up: {e}");
+        }
+        {
+            let mut g = WARM_UNTIL.lock().unwrap_or_else(|p| p.into_inner());
+            if procs.is_none() || g.is_none_or(|until| Instant::now() >= until) {
+                *g = None;
+                return;
+            }
+        }
+        std::thread::sleep(EVERY);
+    }
+}
+
+/// Whether the warm-up thread is running (for tests).
+pub fn is_warm() -> bool {
+    WARM_UNTIL
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some()
 }
 
 /// The `cgroup.procs` of the cgroup this process is in, from `/proc/self/cgroup`: the
@@ -68,6 +105,27 @@ mod tests {
             own_procs_file(text).unwrap(),
             std::path::Path::new("/sys/fs/cgroup/pids/system.slice/berth.service/cgroup.procs")
         );
+    }
+
+    #[test]
+    fn the_thread_stops_after_the_last_request() {
+        warm_up();
+        assert!(is_warm());
+        let started = Instant::now();
+        while is_warm() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+            // Renewed for the first half second: the deadline moves with each request.
+            if started.elapsed() < Duration::from_millis(500) {
+                warm_up();
+            }
+        }
+        assert!(!is_warm(), "the warm-up thread never stopped");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if own_procs_file(&own).is_some() {
+            // It ran a second past the last request, not less.
+            let ran = started.elapsed();
+            assert!(ran >= Duration::from_millis(1400), "stopped after {ran:?}");
+        }
     }
 
     #[test]

@@ -6,8 +6,11 @@
 use crate::service::Service;
 use crate::shim;
 use crate::spec;
+use crate::store::Record;
 use crate::{Error, names};
-use berth_proto::containers::{ExecConfig, ExecInfo, ExecStartInput, ExecStartOutput};
+use berth_proto::containers::{
+    ContainerSpec, ExecConfig, ExecInfo, ExecStartInput, ExecStartOutput,
+};
 use berth_proto::shim::{ExecInput, ExecProcess, exec_output};
 use std::collections::HashMap;
 use std::path::Path;
@@ -203,6 +206,9 @@ impl Service {
         }
         let id = new_exec_id();
         debug_assert!(names::is_valid_id(&id));
+        let spec = rec.spec()?;
+        let action = format!("exec_create: {}", cfg.cmd.join(" "));
+        self.emit_with(&rec, &spec, &action, 0, &[("execID", id.clone())]);
         self.inner.execs.insert(ExecRecord {
             id: id.clone(),
             container_id: rec.id,
@@ -270,6 +276,16 @@ impl Service {
             }
         };
         let spec = container.spec()?;
+        // As dockerd: exec_start before the process runs, exec_die once it is over
+        // (also when it could not start).
+        let action = format!("exec_start: {}", rec.config.cmd.join(" "));
+        self.emit_with(
+            &container,
+            &spec,
+            &action,
+            0,
+            &[("execID", exec_id.clone())],
+        );
         let arg0 = rec.config.cmd.first().cloned().unwrap_or_default();
         let stdin = rec.config.attach_stdin && !detach;
         let process = match resolve_process(&exec_id, &rec.config, &spec, stdin) {
@@ -281,7 +297,9 @@ impl Service {
             Err(e) => {
                 // Like a runtime failure: the reason goes into the stream, exit 126.
                 let f = shim::classify_exec_error(&e.to_string(), &arg0);
-                return self.fail_start(&exec_id, f, detach, tx, rx).await;
+                return self
+                    .fail_start(&exec_id, (&container, &spec), f, detach, tx, rx)
+                    .await;
             }
         };
         let opened = shim::exec(
@@ -306,7 +324,9 @@ impl Service {
                 Some(exec_output::Event::Started(s)) => s.pid,
                 Some(exec_output::Event::Failed(text)) => {
                     let f = shim::classify_exec_error(&text, &arg0);
-                    return self.fail_start(&exec_id, f, detach, tx, rx).await;
+                    return self
+                        .fail_start(&exec_id, (&container, &spec), f, detach, tx, rx)
+                        .await;
                 }
                 other => {
                     execs.update(&exec_id, |r| r.running = false);
@@ -389,6 +409,7 @@ impl Service {
                         Some(exec_output::Event::Exited(x)) => {
                             // Recorded before the caller learns that the stream ended.
                             svc.inner.execs.finish(&exec_id, x.exit_code);
+                            svc.exec_died(&container, &spec, &exec_id, x.exit_code);
                             tracing::info!(exec = %exec_id, code = x.exit_code, "exec exited");
                             send(&out_tx, exited_msg(x.exit_code, String::new())).await;
                             break;
@@ -404,6 +425,7 @@ impl Service {
                             && !st.running
                         {
                             svc.inner.execs.finish(&exec_id, st.exit_code);
+                            svc.exec_died(&container, &spec, &exec_id, st.exit_code);
                             send(&out_tx, exited_msg(st.exit_code, String::new())).await;
                         } else {
                             tracing::warn!(exec = %exec_id, "lost the exec's stream");
@@ -420,12 +442,14 @@ impl Service {
     async fn fail_start(
         &self,
         exec_id: &str,
+        (container, spec): (&Record, &ContainerSpec),
         f: shim::StartFailure,
         detach: bool,
         tx: Tx,
         rx: mpsc::Receiver<Result<ExecStartOutput, Status>>,
     ) -> Result<mpsc::Receiver<Result<ExecStartOutput, Status>>, Error> {
         self.inner.execs.finish(exec_id, f.code);
+        self.exec_died(container, spec, exec_id, f.code);
         tracing::info!(exec = %exec_id, code = f.code, error = %f.message, "exec failed to start");
         if detach {
             // Nobody reads a detached stream: the caller gets the error itself.
@@ -433,6 +457,14 @@ impl Service {
         }
         let _ = tx.send(Ok(exited_msg(f.code, f.message))).await;
         Ok(rx)
+    }
+
+    fn exec_died(&self, container: &Record, spec: &ContainerSpec, exec_id: &str, code: i32) {
+        let attrs = [
+            ("execID", exec_id.to_string()),
+            ("exitCode", code.to_string()),
+        ];
+        self.emit_with(container, spec, "exec_die", code, &attrs);
     }
 }
 

@@ -161,6 +161,18 @@ impl Service {
     }
 
     pub(crate) fn emit(&self, rec: &Record, spec: &ContainerSpec, action: &str, exit_code: i32) {
+        self.emit_with(rec, spec, action, exit_code, &[]);
+    }
+
+    /// [`Service::emit`] with attributes of the event's own (an exec's id).
+    pub(crate) fn emit_with(
+        &self,
+        rec: &Record,
+        spec: &ContainerSpec,
+        action: &str,
+        exit_code: i32,
+        attributes: &[(&str, String)],
+    ) {
         let _ = self.inner.journal.send(ContainerEvent {
             id: rec.id.clone(),
             action: action.to_string(),
@@ -171,6 +183,10 @@ impl Service {
             image_ref: spec.image_ref.clone(),
             labels: spec.labels.clone(),
             seq: 0,
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         });
     }
 

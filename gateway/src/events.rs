@@ -98,9 +98,15 @@ fn now_nano() -> i64 {
 }
 
 impl Events {
-    /// Opens (creating) the store at `path`.
+    /// Opens (creating) the store at `path`. Events are notices, not state (dockerd
+    /// keeps them in memory only): they survive a crash of the gateway, but a commit
+    /// does not wait for the disk, which would put a sync on every API call that reports
+    /// one. The journal cursor shares each event's transaction, so a power cut that loses
+    /// the last ones also rewinds the cursor and containerd-svc's journal replays them.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let pool = berth_kit::db::open(path, &MIGRATOR).await?;
+        let pool =
+            berth_kit::db::open_with(path, &MIGRATOR, berth_kit::db::Durability::ProcessCrash)
+                .await?;
         let (feed, _) = broadcast::channel(4096);
         Ok(Self { pool, feed })
     }

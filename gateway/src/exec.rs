@@ -80,7 +80,7 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let config = exec_config(&parse_body(&body)?)?;
-    let action = format!("exec_create: {}", config.cmd.join(" "));
+    // containerd-svc journals the exec_create event with the exec's own.
     let mut c = st.services.containers.clone();
     let r = call(
         CONTAINERD,
@@ -90,9 +90,6 @@ pub async fn create(
         }),
     )
     .await?;
-    if let Ok(ctr) = crate::containers::get_container(&st, &id).await {
-        crate::containers::container_event(&st, &ctr, &action, &[("execID", &r.id)]).await;
-    }
     Ok((StatusCode::CREATED, Json(json!({ "Id": r.id }))).into_response())
 }
 

@@ -50,6 +50,7 @@ async fn record(st: &AppState, ev: &cpb::ContainerEvent) {
     if ev.action == "die" {
         attrs.insert("exitCode".into(), ev.exit_code.to_string());
     }
+    attrs.extend(ev.attributes.clone());
     if ev.seq == 0 {
         st.events
             .emit_at(ev.time_unix_nano, "container", &ev.action, &ev.id, attrs)

@@ -39,8 +39,28 @@ pub async fn probe_latency() -> Option<Duration> {
     Some(started.elapsed())
 }
 
-/// Opens (creating if needed) the database at `path` and applies `migrator`.
+/// How much a committed transaction survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// A power cut: every commit waits for the disk.
+    PowerCut,
+    /// A crash of the process, not of the machine: commits reach the OS, not the disk
+    /// (WAL with `synchronous=NORMAL`; a power cut may lose the last ones, never corrupt).
+    ProcessCrash,
+}
+
+/// Opens (creating if needed) the database at `path` and applies `migrator`; commits
+/// survive a power cut.
 pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbError> {
+    open_with(path, migrator, Durability::PowerCut).await
+}
+
+/// [`open`] with the durability the data needs.
+pub async fn open_with(
+    path: &Path,
+    migrator: &Migrator,
+    durability: Durability,
+) -> Result<SqlitePool, DbError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| DbError::Dir {
@@ -52,8 +72,10 @@ pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbErro
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        // FULL: a record we acknowledged survives a power cut, not only a crash.
-        .synchronous(SqliteSynchronous::Full)
+        .synchronous(match durability {
+            Durability::PowerCut => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(5));
     let pool = SqlitePoolOptions::new()
@@ -79,4 +101,47 @@ pub async fn open(path: &Path, migrator: &Migrator) -> Result<SqlitePool, DbErro
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
+
+    async fn synchronous_of(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(pool)
+            .await
+            .expect("PRAGMA synchronous")
+    }
+
+    #[test]
+    fn durability_sets_how_commits_are_synced() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let full = open(&dir.path().join("a.db"), &NO_MIGRATIONS)
+                .await
+                .unwrap();
+            // SQLite: 2 = FULL, 1 = NORMAL.
+            assert_eq!(synchronous_of(&full).await, 2);
+            let normal = open_with(
+                &dir.path().join("b.db"),
+                &NO_MIGRATIONS,
+                Durability::ProcessCrash,
+            )
+            .await
+            .unwrap();
+            assert_eq!(synchronous_of(&normal).await, 1);
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&normal)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+        });
+    }
 }

@@ -19,34 +19,6 @@ pub enum Cmd {
     /// The detached shim itself (started by `run`; not for direct use).
     #[command(hide = true)]
     Daemon(RunArgs),
-    /// One-shot, single-threaded helper the shim runs per `docker exec`: starts the
-    /// process in the container with libcontainer's tenant builder (as the shim's child)
-    /// and writes its pid or the failure to `--result` (not for direct use).
-    #[command(hide = true)]
-    Exec(ExecArgs),
-}
-
-/// Flags of the exec helper. Its stdin/stdout/stderr are the exec's pipes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ExecArgs {
-    /// Container id.
-    #[arg(long)]
-    pub id: String,
-    /// libcontainer state root.
-    #[arg(long)]
-    pub state_root: PathBuf,
-    /// Where to write the outcome (JSON `{"pid":..}` or `{"error":..}`).
-    #[arg(long)]
-    pub result: PathBuf,
-    /// Log file (the shim's); the helper must not write to stderr, which is the exec's.
-    #[arg(long)]
-    pub log: Option<PathBuf>,
-    /// The process as JSON (see `exec::HelperProcess`).
-    #[arg(long)]
-    pub process: String,
-    /// Console socket for a terminal exec (the shim listens on it).
-    #[arg(long)]
-    pub console_socket: Option<PathBuf>,
 }
 
 /// Flags shared by `run` and `daemon`.

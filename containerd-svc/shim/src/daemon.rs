@@ -18,13 +18,14 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// How long an exit waits for the container's output to reach logd before it is told
 /// (a process left holding the pipes, or logd away, must not hold the exit back).
@@ -41,7 +42,6 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.cmd {
         Cmd::Run(_) => detach(),
         Cmd::Daemon(args) => daemon(args),
-        Cmd::Exec(args) => crate::exec::helper(args),
     }
 }
 
@@ -135,11 +135,17 @@ enum InitStdio {
 
 fn daemon(args: RunArgs) -> ExitCode {
     let level = if args.debug { "debug" } else { "info" };
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("{level},h2=info,hyper=info,tower=info"));
+    // The log (stderr: shim.log) through a copy of the descriptor: an exec's forked
+    // helper puts the exec's pipe on fd 2, and its log lines must not land there.
+    let writer = match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(log) => BoxMakeWriter::new(std::sync::Mutex::new(std::fs::File::from(log))),
+        Err(_) => BoxMakeWriter::new(std::io::stderr),
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{level},h2=info,hyper=info,tower=info"
-        )))
-        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(false)
         .try_init();
     let started_at = now_unix_nano();
@@ -631,8 +637,6 @@ async fn serve(
             container_id: args.id.clone(),
             state_root: args.state_root.clone(),
             shim_dir: args.shim_dir.clone(),
-            // The running binary itself, even if a newer one replaced it on disk since.
-            exe: PathBuf::from("/proc/self/exe"),
             children,
             table: Default::default(),
         }),

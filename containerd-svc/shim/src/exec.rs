@@ -1,15 +1,16 @@
 //! `docker exec` inside the shim.
 //!
-//! libcontainer may only be called from a single-threaded process, and the shim runs a
-//! tokio runtime, so each exec goes through a one-shot helper, `berth-shim exec`, whose
-//! stdin/stdout/stderr are the exec's pipes (created and held by the shim). The helper
-//! uses the tenant builder with `as_sibling(true)`, so the exec process is the shim's
-//! own child; the helper writes the pid (or the runtime's error) to a result file and
-//! exits. The shim streams the output, forwards stdin, reaps the process and writes
-//! `<shim-dir>/exec-<id>` (exit code) before it reports the exit to anyone.
+//! libcontainer may only be called from a single-threaded process. The shim is one (a
+//! current-thread runtime and no other thread), so each exec forks the shim: the child,
+//! a copy with no lock held by anyone, puts the exec's pipes on its stdin/stdout/stderr,
+//! starts the process with the tenant builder (`as_sibling(true)`, so the process is the
+//! shim's own child), writes the pid (or the runtime's error) to a result file and
+//! `_exit`s without ever returning to the runtime. Forking instead of executing a helper
+//! binary spares loading and relocating the whole shim on every exec. The shim streams
+//! the output, forwards stdin, reaps the process and writes `<shim-dir>/exec-<id>` (exit
+//! code) before it reports the exit to anyone.
 
 use crate::children::Children;
-use crate::cli::ExecArgs;
 use crate::exitfile;
 use crate::pty::{self, Master};
 use crate::{ShimError, error_chain, now_unix_nano};
@@ -21,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -32,7 +32,7 @@ use tonic::{Status, Streaming};
 /// may hold the pipes open for ever; Docker stops streaming at some point too).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// The process the helper starts (passed as JSON in `--process`).
+/// The process the helper starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelperProcess {
     pub args: Vec<String>,
@@ -90,23 +90,55 @@ pub fn env_map(env: &[String]) -> HashMap<String, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// The helper process (`berth-shim exec`).
+// The forked helper.
 
-/// Entry point of `berth-shim exec`: single-threaded from start to end.
-pub fn helper(args: ExecArgs) -> ExitCode {
-    if let Some(log) = &args.log
-        && let Ok(f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-    {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-            .with_writer(Mutex::new(f))
-            .with_ansi(false)
-            .try_init();
+/// What the forked child needs to start the process.
+pub struct HelperArgs {
+    pub id: String,
+    pub state_root: PathBuf,
+    /// Where the outcome goes (JSON [`HelperResult`]).
+    pub result: PathBuf,
+    pub process: HelperProcess,
+    /// Console socket for a terminal exec (the shim listens on it).
+    pub console_socket: Option<PathBuf>,
+}
+
+/// The number of threads of this process (`None` if /proc cannot tell).
+pub fn thread_count() -> Option<usize> {
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(|d| d.filter(|e| e.is_ok()).count())
+}
+
+/// Forks the helper; returns its pid in the parent. `stdio` become the child's 0, 1, 2.
+#[allow(unsafe_code)]
+fn fork_helper(args: &HelperArgs, stdio: [OwnedFd; 3]) -> Result<i32, Status> {
+    // A fork of a multi-threaded process could inherit a lock another thread held (the
+    // allocator's, a logger's) and hang the child: refuse rather than risk it.
+    match thread_count() {
+        Some(1) => {}
+        n => {
+            return Err(Status::internal(format!(
+                "the shim is not single-threaded ({n:?} threads): cannot start an exec"
+            )));
+        }
     }
-    let outcome = match helper_start(&args) {
+    // SAFETY: the process is single-threaded (checked just above, and nothing here
+    // starts a thread), so the child is a consistent copy. It runs only the helper and
+    // leaves through `_exit`: no destructor and no task of the runtime runs in it.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child.as_raw()),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = helper_child(args, stdio);
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => Err(Status::internal(format!("forking the exec helper: {e}"))),
+    }
+}
+
+/// The forked child: stdio in place, the process started, the outcome written.
+fn helper_child(args: &HelperArgs, stdio: [OwnedFd; 3]) -> i32 {
+    let outcome = match install_stdio(stdio).and_then(|()| helper_start(args)) {
         Ok(pid) => HelperResult {
             pid: Some(pid),
             error: None,
@@ -121,23 +153,48 @@ pub fn helper(args: ExecArgs) -> ExitCode {
     };
     let (dir, name) = match (args.result.parent(), args.result.file_name()) {
         (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().to_string()),
-        _ => return ExitCode::FAILURE,
+        _ => return 1,
     };
-    if exitfile::write_json(&dir, &name, &outcome).is_err() {
-        return ExitCode::FAILURE;
+    if exitfile::write_json(&dir, &name, &outcome).is_err() || outcome.pid.is_none() {
+        return 1;
     }
-    if outcome.pid.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    0
 }
 
-fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
+/// Makes `stdio` the process's fds 0, 1 and 2 (inherited by the exec'd command).
+#[allow(unsafe_code)]
+fn install_stdio(stdio: [OwnedFd; 3]) -> Result<(), ShimError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fail = |what: &str| ShimError::Io {
+        what: what.into(),
+        source: std::io::Error::last_os_error(),
+    };
+    // Moved above 2 first: a pipe may itself have been given fd 0, 1 or 2, and must not
+    // be overwritten before it is copied to its place.
+    let mut high = Vec::with_capacity(3);
+    for fd in &stdio {
+        // SAFETY: F_DUPFD_CLOEXEC on a valid fd; the copy is owned right after.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            return Err(fail("copying the exec's stdio"));
+        }
+        high.push(unsafe { OwnedFd::from_raw_fd(copy) });
+    }
+    drop(stdio);
+    for (target, fd) in high.iter().enumerate() {
+        // SAFETY: dup2 onto 0..2 of this (single-threaded) child; the copy is not
+        // close-on-exec, so the command inherits it.
+        if unsafe { libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+            return Err(fail("installing the exec's stdio"));
+        }
+    }
+    Ok(())
+}
+
+fn helper_start(args: &HelperArgs) -> Result<i32, ShimError> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
-    let p: HelperProcess = serde_json::from_str(&args.process)
-        .map_err(|e| ShimError::Runtime(format!("bad --process: {e}")))?;
+    let p = &args.process;
     let rt = |e: libcontainer::error::LibcontainerError| ShimError::Runtime(error_chain(&e));
     let base = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.state_root)
@@ -148,9 +205,9 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
         let socket = args
             .console_socket
             .clone()
-            .ok_or_else(|| ShimError::Runtime("a terminal exec needs --console-socket".into()))?;
+            .ok_or_else(|| ShimError::Runtime("a terminal exec needs a console socket".into()))?;
         // The tenant builder sets `terminal` only through a whole process file.
-        let process = terminal_process(args, &p)?;
+        let process = terminal_process(args, p)?;
         let pid = base
             .with_console_socket(Some(socket))
             .as_tenant()
@@ -164,12 +221,12 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
     // stdio is inherited: the helper's own 0/1/2 are the exec's pipes.
     let pid = base
         .as_tenant()
-        .with_container_args(p.args)
+        .with_container_args(p.args.clone())
         .with_env(env_map(&p.env))
-        .with_cwd(Some(PathBuf::from(p.cwd)))
+        .with_cwd(Some(PathBuf::from(&p.cwd)))
         .with_user(Some(p.uid))
         .with_group(Some(p.gid))
-        .with_capabilities(p.capabilities)
+        .with_capabilities(p.capabilities.clone())
         .with_detach(true)
         // The process becomes the shim's child, so the shim reaps it.
         .as_sibling(true)
@@ -182,7 +239,7 @@ fn helper_start(args: &ExecArgs) -> Result<i32, ShimError> {
 /// no-new-privileges and capabilities carry over, as for a pipe exec) with this exec's
 /// command, environment on top of the container's, directory, user and added
 /// capabilities.
-fn terminal_process(args: &ExecArgs, p: &HelperProcess) -> Result<PathBuf, ShimError> {
+fn terminal_process(args: &HelperArgs, p: &HelperProcess) -> Result<PathBuf, ShimError> {
     use libcontainer::container::Container;
     use oci_spec::runtime::{Capability, Spec};
     let rt = |what: String| ShimError::Runtime(what);
@@ -272,8 +329,6 @@ pub struct Execs {
     pub container_id: String,
     pub state_root: PathBuf,
     pub shim_dir: PathBuf,
-    /// The berth-shim executable (the helper).
-    pub exe: PathBuf,
     pub children: Arc<Children>,
     pub table: Mutex<HashMap<String, ExecEntry>>,
 }
@@ -345,35 +400,16 @@ impl Execs {
             capabilities: p.capabilities.clone(),
             tty: p.tty,
         };
-        let process =
-            serde_json::to_string(&process).map_err(|e| Status::internal(e.to_string()))?;
-        let helper_pid = {
-            // Scoped: the Command holds the pipe ends, which must be closed in the shim
-            // once the helper has them, or the output never reaches EOF.
-            let mut cmd = std::process::Command::new(&self.exe);
-            cmd.arg("exec")
-                .arg("--id")
-                .arg(&self.container_id)
-                .arg("--state-root")
-                .arg(&self.state_root)
-                .arg("--result")
-                .arg(&result)
-                .arg("--log")
-                .arg(self.shim_dir.join("shim.log"))
-                .arg("--process")
-                .arg(process);
-            if let Some(sock) = console_socket {
-                cmd.arg("--console-socket").arg(sock);
-            }
-            cmd.stdin(Stdio::from(stdin))
-                .stdout(Stdio::from(stdout))
-                .stderr(Stdio::from(stderr));
-            let child = cmd
-                .spawn()
-                .map_err(|e| Status::internal(format!("spawning the exec helper: {e}")))?;
-            // Never waited on here: the SIGCHLD reaper reaps it and reports to `children`.
-            child.id() as i32
+        let args = HelperArgs {
+            id: self.container_id.clone(),
+            state_root: self.state_root.clone(),
+            result: result.clone(),
+            process,
+            console_socket: console_socket.map(Path::to_path_buf),
         };
+        // The child has its copies of the exec's ends; the shim's go when `stdio` drops
+        // here, or the output would never reach EOF.
+        let helper_pid = fork_helper(&args, [stdin, stdout, stderr])?;
         let code = self
             .children
             .wait(helper_pid)
@@ -590,11 +626,11 @@ impl Execs {
             let (conn, _) = tokio::time::timeout(pty::RECV_TIMEOUT, listener.accept())
                 .await
                 .map_err(|_| std::io::Error::other("the runtime never connected"))??;
-            let conn = conn.into_std()?;
-            conn.set_nonblocking(false)?;
-            tokio::task::spawn_blocking(move || pty::recv_master(&conn))
+            // Received on the runtime, not on a blocking thread: the shim must stay
+            // single-threaded to fork the next exec's helper.
+            tokio::time::timeout(pty::RECV_TIMEOUT, pty::recv_master_async(&conn))
                 .await
-                .map_err(std::io::Error::other)?
+                .map_err(|_| std::io::Error::other("the runtime never sent the terminal"))?
         });
         let nulls = [dev_null()?, dev_null()?, dev_null()?];
         let started = self.spawn_helper(p, nulls, Some(&sock)).await;
@@ -699,6 +735,33 @@ mod tests {
         };
         exitfile::write_json(d.path(), &exit_file_name("ab"), &rec).unwrap();
         assert_eq!(read_exit(d.path(), "ab"), Some(rec));
+    }
+
+    #[test]
+    fn a_single_threaded_process_counts_one_thread() {
+        // The test harness runs tests on threads of its own, so only a lower bound here;
+        // a forked child of this process has exactly one.
+        assert!(thread_count().unwrap() >= 1);
+        let (r, w) = nix::unistd::pipe().unwrap();
+        #[allow(unsafe_code)]
+        // SAFETY: the child only reads /proc, writes one byte and `_exit`s.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let one = [u8::from(thread_count() == Some(1))];
+                let _ = nix::unistd::write(&w, &one);
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::_exit(0)
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                drop(w);
+                let mut got = [0u8; 1];
+                assert_eq!(nix::unistd::read(&r, &mut got).unwrap(), 1);
+                assert_eq!(got[0], 1);
+                nix::sys::wait::waitpid(child, None).unwrap();
+            }
+        }
     }
 
     #[test]

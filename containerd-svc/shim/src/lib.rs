@@ -3,10 +3,11 @@
 //! One shim runs per started container. It creates and starts the container with
 //! libcontainer while still single-threaded, becomes the init's parent (subreaper), holds
 //! its stdio, streams output lines to logd, records the exit status on disk and serves
-//! `berth.shim.v1` on `<shim-dir>/shim.sock` until told to shut down. `docker exec`
-//! processes are started by a one-shot single-threaded helper (`berth-shim exec`, see
-//! [`exec`]) as the shim's children; the shim streams their output and records their
-//! exit in `<shim-dir>/exec-<id>`.
+//! `berth.shim.v1` on `<shim-dir>/shim.sock` until told to shut down. It stays
+//! single-threaded (a current-thread runtime, no blocking pool) so that each `docker
+//! exec` can fork it: the child starts the process with libcontainer as the shim's own
+//! child (see [`exec`]); the shim streams its output and records its exit in
+//! `<shim-dir>/exec-<id>`.
 
 pub mod children;
 pub mod cli;

@@ -21,20 +21,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads one message from a console-socket connection and returns the fd it carries.
-#[allow(unsafe_code)]
 pub fn recv_master(conn: &UnixStream) -> io::Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     conn.set_read_timeout(Some(RECV_TIMEOUT))?;
+    recv_fd(conn.as_raw_fd())
+}
+
+/// [`recv_master`] on the runtime (the caller bounds the wait).
+pub async fn recv_master_async(conn: &tokio::net::UnixStream) -> io::Result<OwnedFd> {
+    loop {
+        conn.readable().await?;
+        match conn.try_io(tokio::io::Interest::READABLE, || recv_fd(conn.as_raw_fd())) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn recv_fd(conn: std::os::fd::RawFd) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut name = [0u8; 64];
     let mut iov = [IoSliceMut::new(&mut name)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(conn, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()
@@ -180,6 +190,36 @@ mod tests {
         // A sender that closes without a descriptor is an error, not a hang.
         drop(a);
         assert!(recv_master(&b).is_err());
+    }
+
+    #[test]
+    fn the_master_is_received_on_the_runtime_without_a_thread() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let pty = nix::pty::openpty(None, None).unwrap();
+            let receive = tokio::spawn(async move { recv_master_async(&b).await });
+            // The receiver waits for readiness first: the descriptor comes later.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let fds = [pty.master.as_raw_fd()];
+            let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
+            nix::sys::socket::sendmsg::<()>(
+                a.as_raw_fd(),
+                &iov,
+                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+                nix::sys::socket::MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            let got = receive.await.unwrap().unwrap();
+            set_size(&got, 20, 70).unwrap();
+            let (b2, a2) = tokio::net::UnixStream::pair().unwrap();
+            drop(a2);
+            assert!(recv_master_async(&b2).await.is_err());
+        });
     }
 
     #[tokio::test]

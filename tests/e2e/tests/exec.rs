@@ -38,6 +38,47 @@ fn docker_exec() {
     let out = berth.docker(&["exec", "box", "sh", "-c", "exit 3"]);
     assert_eq!(out.code, 3, "{out}");
 
+    step!("exec_create, exec_start and exec_die events, as dockerd's");
+    let exec_events = || {
+        berth
+            .stored_events(
+                &["container=box", "event=exec_die"],
+                "{{.Action}} {{index .Actor.Attributes \"execID\"}} {{index .Actor.Attributes \"exitCode\"}}",
+            )
+            .unwrap()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || exec_events()
+            .iter()
+            .any(|e| e.ends_with(" 3"))),
+        "no exec_die with exit code 3: {:?}",
+        exec_events()
+    );
+    let died = exec_events()
+        .into_iter()
+        .find(|e| e.ends_with(" 3"))
+        .unwrap();
+    let exec_id = died.split(' ').nth(1).unwrap().to_string();
+    assert_eq!(exec_id.len(), 64, "{died}");
+    let all: Vec<String> = berth
+        .stored_events(
+            &["container=box"],
+            "{{.Action}}|{{index .Actor.Attributes \"execID\"}}|{{index .Actor.Attributes \"name\"}}",
+        )
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.contains(&exec_id))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            format!("exec_create: sh -c exit 3|{exec_id}|box"),
+            format!("exec_start: sh -c exit 3|{exec_id}|box"),
+            format!("exec_die|{exec_id}|box"),
+        ],
+        "in order, once each"
+    );
+
     step!("-e adds to the container's environment");
     let out = berth.docker(&[
         "exec",

@@ -132,6 +132,12 @@ fn terminals_and_stdin() {
     line(&mut term, "exit 5");
     assert_eq!(term.wait(T).unwrap(), 5);
     assert_eq!(berth.inspect("{{.State.Running}}", "box").unwrap(), "true");
+    // The shim forks each exec's helper, which needs it single-threaded: receiving the
+    // terminal must not have left a thread behind.
+    assert_eq!(
+        berth.docker_ok(&["exec", "box", "echo", "after"]).unwrap(),
+        "after\n"
+    );
 
     step!("-t alone: raw output with the terminal's line endings, in logs too");
     let out = berth
