@@ -9,6 +9,7 @@
 #   prometheus       the observability test scrapes Berth's metrics with the real thing
 #   procps           `ps`, which `docker top` runs (as dockerd does)
 #   tini             its static build is the init of `docker run --init` (Docker ships tini)
+#   openssl          the e2e registry token server signs its JWTs with the openssl CLI
 #   systemd          only for `systemd-analyze verify` of deploy/systemd (if missing)
 set -euo pipefail
 
@@ -17,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps tini)
+packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps tini openssl)
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     packages+=(systemd)
 fi

@@ -23,6 +23,7 @@ pub mod procs;
 pub mod registry;
 pub mod terminal;
 pub mod ticker;
+pub mod token_server;
 
 pub use berth::Berth;
 pub use cmd::{Output, wait_until};

@@ -22,6 +22,14 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
+/// How a registry wants its clients to authenticate.
+enum Auth<'a> {
+    /// htpasswd: HTTP Basic with this user and password.
+    Password(&'a str, &'a str),
+    /// Bearer tokens: the registry config's `auth:` section.
+    Tokens(String),
+}
+
 /// A loopback TCP port nobody listens on right now.
 pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding a free port")?;
@@ -37,10 +45,18 @@ impl Registry {
     /// Starts a registry that requires `user`/`password` (htpasswd, HTTP Basic) and waits
     /// until `GET /v2/` answers 401.
     pub fn start_with_password(user: &str, password: &str) -> Result<Self> {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Some(Auth::Password(user, password)))
     }
 
-    fn start_inner(login: Option<(&str, &str)>) -> Result<Self> {
+    /// Starts a registry that takes only Bearer tokens from `server` (the flow of Docker
+    /// Hub) and waits until `GET /v2/` answers 401.
+    pub fn start_with_tokens(server: &crate::token_server::TokenServer) -> Result<Self> {
+        Self::start_inner(Some(Auth::Tokens(
+            crate::token_server::registry_auth_config(server),
+        )))
+    }
+
+    fn start_inner(login: Option<Auth<'_>>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("berth-reg")
             .tempdir_in("/tmp")?;
@@ -58,14 +74,18 @@ impl Registry {
                  http:\n  addr: 127.0.0.1:{port}\n",
                 storage.display()
             );
-            if let Some((user, password)) = login {
-                let htpasswd = dir.path().join("htpasswd");
-                let hash = bcrypt::hash(password, 4).context("hashing the password")?;
-                std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
-                yml.push_str(&format!(
-                    "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
-                    htpasswd.display()
-                ));
+            match &login {
+                Some(Auth::Password(user, password)) => {
+                    let htpasswd = dir.path().join("htpasswd");
+                    let hash = bcrypt::hash(password, 4).context("hashing the password")?;
+                    std::fs::write(&htpasswd, format!("{user}:{hash}\n"))?;
+                    yml.push_str(&format!(
+                        "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                        htpasswd.display()
+                    ));
+                }
+                Some(Auth::Tokens(section)) => yml.push_str(section),
+                None => {}
             }
             std::fs::write(&config, yml)?;
             let ready = if login.is_some() { 401 } else { 200 };

@@ -4,7 +4,9 @@
 //! stored credentials then reach the registry on pull (X-Registry-Auth), and after
 //! `docker logout` the pull is refused again; `docker push` (progress, digest, layers
 //! the registry has skipped) with the same credentials, pulled back by digest and run.
+//! The same with a registry that takes only Bearer tokens from a token server.
 
+use berth_e2e::token_server::TokenServer;
 use berth_e2e::{Berth, Format, Registry, TestImage, step};
 
 #[test]
@@ -157,4 +159,73 @@ fn login_and_pull_with_a_password() {
         out.stderr.contains("connection refused") || out.stderr.contains("onnect"),
         "{out}"
     );
+}
+
+/// The Bearer-token flow (Docker Hub's): the registry answers 401 with a realm, the
+/// client fetches a token there (with the user's credentials, or anonymously) and
+/// retries with it. The token server is a real one signing RS256 JWTs the registry
+/// verifies against its certificate.
+#[test]
+fn login_pull_and_push_with_bearer_tokens() {
+    let tokens = TokenServer::start("tokuser", "t0ken-pw").unwrap();
+    let registry = Registry::start_with_tokens(&tokens).unwrap();
+    let image = TestImage::build().unwrap();
+    let (reference, _) = image
+        .push_as(
+            &registry,
+            "private/busybox:latest",
+            Format::Oci,
+            Some("tokuser:t0ken-pw"),
+        )
+        .unwrap();
+    let berth = Berth::start("bearer").unwrap();
+    let host = registry.host();
+
+    step!("anonymous: the token grants nothing and the pull is refused");
+    let granted_before = tokens.granted();
+    let out = berth.docker(&["pull", &reference]);
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("pull access denied") && out.stderr.contains("docker login"),
+        "{out}"
+    );
+    assert_eq!(tokens.granted(), granted_before, "no access for anonymous");
+
+    step!("docker login: a wrong password gets no token, the right one does");
+    let out = berth.docker(&["login", "-u", "tokuser", "-p", "wrong", &host]);
+    assert!(!out.success(), "{out}");
+    assert!(!out.stdout.contains("Login Succeeded"), "{out}");
+    let out = berth.shell(&format!(
+        "echo t0ken-pw | docker login -u tokuser --password-stdin {host}"
+    ));
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("Login Succeeded"), "{out}");
+
+    step!("pull and run with a granted token");
+    berth.docker_ok(&["pull", &reference]).unwrap();
+    assert!(tokens.granted() > granted_before, "the pull used no token");
+    let out = berth
+        .docker_ok(&["run", "--rm", &reference, "echo", "via a token"])
+        .unwrap();
+    assert_eq!(out, "via a token\n");
+
+    step!("push a new repository with a token for pull and push, pull it back by digest");
+    let copy = format!("{host}/private/bearer-copy:v1");
+    berth.docker_ok(&["tag", &reference, &copy]).unwrap();
+    let out = berth.docker_ok(&["push", &copy]).unwrap();
+    let digest = out
+        .lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string();
+    berth.docker_ok(&["rmi", &copy]).unwrap();
+    let by_digest = format!("{host}/private/bearer-copy@{digest}");
+    berth.docker_ok(&["pull", &by_digest]).unwrap();
+
+    step!("docker logout: refused again");
+    berth.docker_ok(&["logout", &host]).unwrap();
+    berth.docker_ok(&["rmi", &by_digest]).unwrap();
+    let out = berth.docker(&["pull", &by_digest]);
+    assert!(!out.success(), "{out}");
 }
