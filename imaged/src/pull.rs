@@ -4,7 +4,7 @@
 use crate::error::{ImagedError, Result};
 use crate::reference::{ImageRef, is_loopback_registry, registry_host};
 use crate::store::{ImageRow, LayerRow};
-use crate::unpack::{chain_ids, unpack_layer};
+use crate::unpack::{ChunkReader, Unpacked, chain_ids, unpack_layer, unpack_layer_from};
 use crate::{Imaged, blocking, digest_hex};
 use berth_proto::images::{Image, PullProgress, PullRequest};
 use futures_util::{StreamExt, TryStreamExt};
@@ -325,6 +325,9 @@ pub struct LayerBlob {
 /// The most a download hands to its file in one write.
 const WRITE_BUF: usize = 128 << 10;
 
+/// Chunks of a download waiting for its unpack (bounds the memory a slow disk costs).
+const UNPACK_QUEUE: usize = 16;
+
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
 }
@@ -570,7 +573,10 @@ impl Imaged {
         Ok(image)
     }
 
-    /// Downloads, verifies, unpacks and commits layer `i`.
+    /// Downloads layer `i` and unpacks it as it arrives (on a blocking thread fed chunk
+    /// by chunk), then verifies the blob's digest and the diff ID and commits it. A
+    /// failure anywhere leaves nothing: the unpacked directory and the blob are temporary
+    /// until the commit.
     #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(name = "layer.fetch", skip_all, fields(layer.digest = %layer.digest))]
     async fn fetch_layer(
@@ -587,6 +593,7 @@ impl Imaged {
         let id = short_id(&layer.digest);
         let tmp = self.layout().tmp();
         let blob = TempPath::new(tmp.join(random_name("blob")));
+        let unpack_dir = TempPath::new(tmp.join(random_name("layer")));
         let mut stream = client
             .pull_blob_stream(reference, layer)
             .await
@@ -596,33 +603,67 @@ impl Imaged {
         } else {
             stream.content_length.map(|n| n as i64).unwrap_or_default()
         };
-        let mut file = tokio::fs::File::create(&blob.path)
-            .await
-            .map_err(|e| ImagedError::io(format!("creating {}", blob.path.display()), e))?;
-        // tokio copies each write into a buffer of up to 2 MiB by default, kept for the
-        // file's life: with three layers at a time that is memory held for nothing.
-        file.set_max_buf_size(WRITE_BUF);
+        let (chunks, chunk_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(UNPACK_QUEUE);
+        let unpacking = {
+            let (dir, media) = (unpack_dir.path.join("diff"), layer.media_type.clone());
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    let mut source = ChunkReader::new(chunk_rx);
+                    let unpacked = unpack_layer_from(&mut source, &media, &dir)?;
+                    // Whatever follows the compressed stream is the blob's too (its
+                    // digest covers it): read to the end, as the download goes on.
+                    std::io::copy(&mut source, &mut std::io::sink())
+                        .map_err(|e| ImagedError::io("reading the layer", e))?;
+                    Ok(unpacked)
+                })
+            })
+        };
         let mut current = 0i64;
-        let mut last = Instant::now();
         let mut hasher = Sha256::new();
-        progress.send("Downloading", &id, 0, total).await;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| blob_error(ctx, &layer.digest, e))?;
-            hasher.update(&chunk);
-            file.write_all(&chunk)
+        let downloaded = async {
+            let mut file = tokio::fs::File::create(&blob.path)
+                .await
+                .map_err(|e| ImagedError::io(format!("creating {}", blob.path.display()), e))?;
+            // tokio copies each write into a buffer of up to 2 MiB by default, kept for
+            // the file's life: with three layers at a time that is memory held for nothing.
+            file.set_max_buf_size(WRITE_BUF);
+            let mut last = Instant::now();
+            progress.send("Downloading", &id, 0, total).await;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| blob_error(ctx, &layer.digest, e))?;
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
+                current += chunk.len() as i64;
+                crate::metrics::downloaded(chunk.len() as u64);
+                if chunks.send(chunk).await.is_err() {
+                    // The unpack stopped (a bad layer): its error says why.
+                    return Ok(false);
+                }
+                if last.elapsed() >= PROGRESS_EVERY {
+                    progress.send("Downloading", &id, current, total).await;
+                    last = Instant::now();
+                }
+            }
+            file.flush()
                 .await
                 .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
-            current += chunk.len() as i64;
-            crate::metrics::downloaded(chunk.len() as u64);
-            if last.elapsed() >= PROGRESS_EVERY {
-                progress.send("Downloading", &id, current, total).await;
-                last = Instant::now();
-            }
+            Ok::<bool, ImagedError>(true)
         }
-        file.flush()
+        .await;
+        // The end of the stream for the unpack; waited for before anything is returned,
+        // so no thread still writes into a directory being removed.
+        drop(chunks);
+        let unpacked = unpacking
             .await
-            .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
-        drop(file);
+            .map_err(|e| ImagedError::io("unpacking", std::io::Error::other(e.to_string())))?;
+        if !downloaded? {
+            return Err(unpacked
+                .err()
+                .unwrap_or_else(|| ImagedError::BadLayer("the unpack ended early".into())));
+        }
         progress.status("Verifying Checksum", &id).await;
         let got = format!("sha256:{}", hex::encode(hasher.finalize()));
         if layer.digest.starts_with("sha256:") && got != layer.digest {
@@ -633,17 +674,13 @@ impl Imaged {
         }
         progress.status("Download complete", &id).await;
         progress.send("Extracting", &id, current, total).await;
-
-        self.install_layer(
-            &blob.path,
-            &LayerBlob {
-                digest: layer.digest.clone(),
-                media_type: layer.media_type.clone(),
-                size: current,
-            },
-            i,
-            diff_ids,
-            chains,
+        let blob_row = LayerBlob {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: current,
+        };
+        self.commit_layer(
+            &blob.path, &blob_row, unpack_dir, unpacked?, i, diff_ids, chains,
         )
         .await
     }
@@ -667,6 +704,22 @@ impl Imaged {
             blob.media_type.clone(),
         );
         let unpacked = blocking(move || unpack_layer(&src, &media, &dir)).await?;
+        self.commit_layer(blob_path, blob, unpack_dir, unpacked, i, diff_ids, chains)
+            .await
+    }
+
+    /// Checks an unpacked layer's diff ID and commits it with its blob.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_layer(
+        &self,
+        blob_path: &Path,
+        blob: &LayerBlob,
+        unpack_dir: TempPath,
+        unpacked: Unpacked,
+        i: usize,
+        diff_ids: &[String],
+        chains: &[String],
+    ) -> Result<()> {
         if unpacked.diff_id != diff_ids[i] {
             return Err(ImagedError::BadLayer(format!(
                 "layer {} has diff ID {}, the image config says {}",

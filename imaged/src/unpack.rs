@@ -52,14 +52,23 @@ pub struct Unpacked {
 /// Unpacks the (possibly compressed) layer blob at `blob` into `dest` (created if needed).
 #[tracing::instrument(name = "layer.unpack", skip_all, fields(layer.media_type = media_type))]
 pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<Unpacked, ImagedError> {
-    let mut file =
-        File::open(blob).map_err(|e| ImagedError::io(format!("opening {}", blob.display()), e))?;
-    let mut magic = [0u8; 4];
-    let n = read_up_to(&mut file, &mut magic)
-        .map_err(|e| ImagedError::io(format!("reading {}", blob.display()), e))?;
     let file =
         File::open(blob).map_err(|e| ImagedError::io(format!("opening {}", blob.display()), e))?;
-    let buffered = BufReader::with_capacity(256 * 1024, file);
+    unpack_layer_from(file, media_type, dest)
+}
+
+/// [`unpack_layer`] from a stream (a download as it arrives): the compression comes from
+/// the media type or the first bytes.
+pub fn unpack_layer_from<R: Read>(
+    mut source: R,
+    media_type: &str,
+    dest: &Path,
+) -> Result<Unpacked, ImagedError> {
+    let mut magic = [0u8; 4];
+    let n =
+        read_up_to(&mut source, &mut magic).map_err(|e| ImagedError::io("reading the layer", e))?;
+    let whole = io::Cursor::new(magic[..n].to_vec()).chain(source);
+    let buffered = BufReader::with_capacity(64 * 1024, whole);
     match detect(media_type, &magic[..n]) {
         Compression::None => unpack_tar(buffered, dest),
         Compression::Gzip => unpack_tar(flate2::read::GzDecoder::new(buffered), dest),
@@ -68,6 +77,36 @@ pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<Unpack
                 .map_err(|e| ImagedError::BadLayer(format!("zstd layer: {e}")))?;
             unpack_tar(decoder, dest)
         }
+    }
+}
+
+/// A blocking reader over chunks sent by an async task (a download feeding an unpack on
+/// a blocking thread); the sender's end is the end of the stream.
+pub struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        Self {
+            rx,
+            current: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
     }
 }
 
@@ -416,6 +455,62 @@ mod tests {
         assert_eq!(opq.as_deref(), Some(&b"y"[..]));
         assert!(!root.join("opt/.wh..wh..opq").exists());
         assert!(root.join("opt/new").exists());
+    }
+
+    #[test]
+    fn a_layer_unpacks_from_chunks_as_they_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 300_000];
+        let tar = tar_of(&[
+            ("d", tar::EntryType::Directory, b"", None),
+            ("d/big", tar::EntryType::Regular, &big, None),
+            ("link", tar::EntryType::Symlink, b"", Some("d/big")),
+        ]);
+        let expected = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let blob = gz.finish().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let dest = dir.path().join("r");
+        let unpacking =
+            std::thread::spawn(move || unpack_layer_from(&mut ChunkReader::new(rx), "", &dest));
+        // Odd-sized chunks, the first shorter than the magic bytes.
+        rt.block_on(async {
+            let mut rest = &blob[..];
+            let mut size = 3;
+            while !rest.is_empty() {
+                let n = size.min(rest.len());
+                tx.send(bytes::Bytes::copy_from_slice(&rest[..n]))
+                    .await
+                    .unwrap();
+                rest = &rest[n..];
+                size = 4093;
+            }
+        });
+        drop(tx);
+        let out = unpacking.join().unwrap().unwrap();
+        assert_eq!(out.diff_id, expected);
+        assert_eq!(std::fs::read(dir.path().join("r/d/big")).unwrap(), big);
+        assert_eq!(
+            std::fs::read_link(dir.path().join("r/link")).unwrap(),
+            Path::new("d/big")
+        );
+
+        // A stream cut short is an error, not a half layer passed as whole.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let dest = dir.path().join("cut");
+        let unpacking =
+            std::thread::spawn(move || unpack_layer_from(&mut ChunkReader::new(rx), "", &dest));
+        rt.block_on(async {
+            tx.send(bytes::Bytes::copy_from_slice(&blob[..blob.len() / 2]))
+                .await
+                .unwrap();
+        });
+        drop(tx);
+        assert!(unpacking.join().unwrap().is_err());
     }
 
     #[test]
