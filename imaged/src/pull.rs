@@ -326,7 +326,7 @@ pub struct LayerBlob {
 const WRITE_BUF: usize = 128 << 10;
 
 /// Chunks of a download waiting for its unpack (bounds the memory a slow disk costs).
-const UNPACK_QUEUE: usize = 16;
+const UNPACK_QUEUE: usize = 2;
 
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
@@ -638,7 +638,11 @@ impl Imaged {
                     .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
                 current += chunk.len() as i64;
                 crate::metrics::downloaded(chunk.len() as u64);
-                if chunks.send(chunk).await.is_err() {
+                // A copy of its own: the chunk is a slice of the HTTP client's read buffer
+                // (up to hundreds of KiB), which a queued slice would keep from reuse.
+                let copy = bytes::Bytes::copy_from_slice(&chunk);
+                drop(chunk);
+                if chunks.send(copy).await.is_err() {
                     // The unpack stopped (a bad layer): its error says why.
                     return Ok(false);
                 }

@@ -12,12 +12,87 @@ pub struct ImageRef {
     inner: Reference,
 }
 
+/// Docker's reference grammar (distribution's `reference` package), ASCII as Go's
+/// regexps are: name (optional domain, lowercase path components), `:tag`, `@digest`.
+/// Compiled here rather than through oci-spec's parser, whose Unicode `\w` in the
+/// 128-times-repeated tag class built a 7 MB automaton on the first pull (and accepted
+/// tags Docker refuses).
+const REFERENCE_GRAMMAR: &str = concat!(
+    r"^(?-u)(",
+    // domain: components joined by dots, an optional port, then a slash
+    r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])",
+    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?/)?",
+    // path components: lowercase alphanumerics joined by separators
+    r"[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*",
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*)*",
+    r")(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?",
+    r"(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?$",
+);
+
+/// The longest repository path Docker accepts.
+const NAME_MAX: usize = 255;
+
+fn grammar() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    // A constant pattern: it compiles or no test passes.
+    #[allow(clippy::expect_used)]
+    RE.get_or_init(|| regex::Regex::new(REFERENCE_GRAMMAR).expect("the reference grammar"))
+}
+
+/// `name[:tag][@digest]` normalised as Docker does (`docker.io`, `library/`, `latest`).
+fn parse_reference(s: &str) -> Option<Reference> {
+    let caps = grammar().captures(s)?;
+    let name = caps.get(1)?.as_str();
+    let tag = caps.get(2).map(|m| m.as_str().to_string());
+    let digest = caps.get(3).map(|m| m.as_str().to_string());
+    let (registry, repository) = split_domain(name);
+    if repository.len() > NAME_MAX {
+        return None;
+    }
+    if let Some(d) = &digest {
+        let expected = match d.split_once(':') {
+            Some(("sha256", _)) => 64,
+            Some(("sha384", _)) => 96,
+            Some(("sha512", _)) => 128,
+            _ => return None,
+        };
+        if d.len() - d.find(':')? - 1 != expected {
+            return None;
+        }
+    }
+    Some(match (tag, digest) {
+        (Some(t), Some(d)) => Reference::with_tag_and_digest(registry, repository, t, d),
+        (None, Some(d)) => Reference::with_digest(registry, repository, d),
+        (t, None) => {
+            Reference::with_tag(registry, repository, t.unwrap_or_else(|| "latest".into()))
+        }
+    })
+}
+
+/// Docker's split of a name into registry and repository: the first component is a
+/// registry when it has a dot or a port or is `localhost`.
+fn split_domain(name: &str) -> (String, String) {
+    let (mut domain, mut rest) = match name.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), rest.to_string())
+        }
+        _ => ("docker.io".to_string(), name.to_string()),
+    };
+    if domain == "index.docker.io" {
+        domain = "docker.io".into();
+    }
+    if domain == "docker.io" && !rest.contains('/') {
+        rest = format!("library/{rest}");
+    }
+    (domain, rest)
+}
+
 impl ImageRef {
     /// Parses `s` as Docker does; a reference with neither tag nor digest gets `latest`.
     pub fn parse(s: &str) -> Result<Self, ImagedError> {
-        match s.parse::<Reference>() {
-            Ok(inner) => Ok(Self { inner }),
-            Err(_) => Err(ImagedError::InvalidArgument(invalid_message(s))),
+        match parse_reference(s) {
+            Some(inner) => Ok(Self { inner }),
+            None => Err(ImagedError::InvalidArgument(invalid_message(s))),
         }
     }
 
@@ -97,7 +172,7 @@ fn invalid_message(s: &str) -> String {
     let name = name_part(s);
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         let lowered = format!("{}{}", name.to_ascii_lowercase(), &s[name.len()..]);
-        if let Ok(r) = lowered.parse::<Reference>() {
+        if let Some(r) = parse_reference(&lowered) {
             let repo_len = r.repository().len();
             let original = if !name.contains('/') && r.repository().starts_with("library/") {
                 format!("library/{name}")
@@ -202,6 +277,40 @@ mod tests {
             ImageRef::parse(":tag").unwrap_err().to_string(),
             "invalid reference format"
         );
+    }
+
+    #[test]
+    fn the_grammar_is_dockers() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = ImageRef::parse(&format!("index.docker.io/foo:v1@{d}")).unwrap();
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag(), r.digest()),
+            ("docker.io", "library/foo", Some("v1"), Some(d.as_str()))
+        );
+        let r = ImageRef::parse("my-reg.example.com:5000/a/b__c/d-e.f:1.2_3-x").unwrap();
+        assert_eq!(r.registry(), "my-reg.example.com:5000");
+        assert_eq!(r.repository(), "a/b__c/d-e.f");
+        assert_eq!(r.tag(), Some("1.2_3-x"));
+        // A first component without dot, port or localhost is a Hub user.
+        assert_eq!(ImageRef::parse("user/app").unwrap().registry(), "docker.io");
+        for bad in [
+            "busybox:",
+            "busybox:-tag",
+            "busybox:t\u{e9}g",
+            "a//b",
+            "a/",
+            "/a",
+            "a..b",
+            "-a",
+            "busybox@sha256:abc",
+            "busybox@md5:0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(ImageRef::parse(&format!("b:{}", "t".repeat(128))).is_ok());
+        assert!(ImageRef::parse(&format!("b:{}", "t".repeat(129))).is_err());
+        assert!(ImageRef::parse(&format!("r.io/{}", "a".repeat(255))).is_ok());
+        assert!(ImageRef::parse(&format!("r.io/{}", "a".repeat(256))).is_err());
     }
 
     #[test]
