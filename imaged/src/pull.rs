@@ -325,8 +325,10 @@ pub struct LayerBlob {
 /// The most a download hands to its file in one write.
 const WRITE_BUF: usize = 128 << 10;
 
-/// Chunks of a download waiting for its unpack (bounds the memory a slow disk costs).
+/// Batches of a download waiting for its unpack (bounds the memory a slow disk costs).
 const UNPACK_QUEUE: usize = 2;
+/// The size of those batches.
+const UNPACK_BATCH: usize = 256 << 10;
 
 pub(crate) fn short_id(digest: &str) -> String {
     digest_hex(digest).chars().take(12).collect()
@@ -629,6 +631,7 @@ impl Imaged {
             // the file's life: with three layers at a time that is memory held for nothing.
             file.set_max_buf_size(WRITE_BUF);
             let mut last = Instant::now();
+            let mut batch = bytes::BytesMut::with_capacity(UNPACK_BATCH);
             progress.send("Downloading", &id, 0, total).await;
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| blob_error(ctx, &layer.digest, e))?;
@@ -638,11 +641,13 @@ impl Imaged {
                     .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
                 current += chunk.len() as i64;
                 crate::metrics::downloaded(chunk.len() as u64);
-                // A copy of its own: the chunk is a slice of the HTTP client's read buffer
-                // (up to hundreds of KiB), which a queued slice would keep from reuse.
-                let copy = bytes::Bytes::copy_from_slice(&chunk);
+                // Batched into copies of its own: a chunk is a slice of the HTTP client's
+                // read buffer, which a queued slice would keep from reuse, and handing
+                // the unpack thread every small chunk would cost a wake-up each.
+                batch.extend_from_slice(&chunk);
                 drop(chunk);
-                if chunks.send(copy).await.is_err() {
+                if batch.len() >= UNPACK_BATCH && chunks.send(batch.split().freeze()).await.is_err()
+                {
                     // The unpack stopped (a bad layer): its error says why.
                     return Ok(false);
                 }
@@ -654,6 +659,9 @@ impl Imaged {
             file.flush()
                 .await
                 .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
+            if !batch.is_empty() && chunks.send(batch.split().freeze()).await.is_err() {
+                return Ok(false);
+            }
             Ok::<bool, ImagedError>(true)
         }
         .await;
