@@ -159,20 +159,25 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn the_master_travels_over_a_unix_socket() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let pty = nix::pty::openpty(None, None).unwrap();
-        let fds = [pty.master.as_raw_fd()];
+    /// Sends `master` as libcontainer does: one message carrying the descriptor.
+    fn send_master(sock: std::os::fd::RawFd, master: &OwnedFd) {
+        let fds = [master.as_raw_fd()];
         let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
         nix::sys::socket::sendmsg::<()>(
-            a.as_raw_fd(),
+            sock,
             &iov,
             &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
             nix::sys::socket::MsgFlags::empty(),
             None,
         )
-        .unwrap();
+        .expect("sendmsg");
+    }
+
+    #[test]
+    fn the_master_travels_over_a_unix_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let pty = nix::pty::openpty(None, None).unwrap();
+        send_master(a.as_raw_fd(), &pty.master);
         let got = recv_master(&b).unwrap();
         set_size(&got, 33, 101).unwrap();
         let ws = nix::pty::Winsize {
@@ -204,16 +209,7 @@ mod tests {
             let receive = tokio::spawn(async move { recv_master_async(&b).await });
             // The receiver waits for readiness first: the descriptor comes later.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let fds = [pty.master.as_raw_fd()];
-            let iov = [std::io::IoSlice::new(b"/dev/ptmx")];
-            nix::sys::socket::sendmsg::<()>(
-                a.as_raw_fd(),
-                &iov,
-                &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-                nix::sys::socket::MsgFlags::empty(),
-                None,
-            )
-            .unwrap();
+            send_master(a.as_raw_fd(), &pty.master);
             let got = receive.await.unwrap().unwrap();
             set_size(&got, 20, 70).unwrap();
             let (b2, a2) = tokio::net::UnixStream::pair().unwrap();

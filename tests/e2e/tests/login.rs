@@ -12,16 +12,7 @@ use berth_e2e::{Berth, Format, Registry, TestImage, step};
 #[test]
 fn login_and_pull_with_a_password() {
     let registry = Registry::start_with_password("tester", "s3cret-pw").unwrap();
-    let image = TestImage::build().unwrap();
-    let (reference, _) = image
-        .push_as(
-            &registry,
-            "private/busybox:latest",
-            Format::Oci,
-            Some("tester:s3cret-pw"),
-        )
-        .unwrap();
-    let berth = Berth::start("login").unwrap();
+    let (reference, berth) = seeded(&registry, "tester:s3cret-pw", "login");
     let host = registry.host();
 
     step!("no credentials: the registry's refusal");
@@ -72,12 +63,7 @@ fn login_and_pull_with_a_password() {
         out.contains("Pushed") || out.contains("Layer already exists"),
         "{out}"
     );
-    let digest = out
-        .lines()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in {out}"))
-        .to_string();
+    let digest = pushed_digest(&out);
     assert!(digest.starts_with("sha256:"), "{out}");
     // Pushing again: every layer is already there.
     let again = berth.docker_ok(&["push", &copy]).unwrap();
@@ -169,16 +155,7 @@ fn login_and_pull_with_a_password() {
 fn login_pull_and_push_with_bearer_tokens() {
     let tokens = TokenServer::start("tokuser", "t0ken-pw").unwrap();
     let registry = Registry::start_with_tokens(&tokens).unwrap();
-    let image = TestImage::build().unwrap();
-    let (reference, _) = image
-        .push_as(
-            &registry,
-            "private/busybox:latest",
-            Format::Oci,
-            Some("tokuser:t0ken-pw"),
-        )
-        .unwrap();
-    let berth = Berth::start("bearer").unwrap();
+    let (reference, berth) = seeded(&registry, "tokuser:t0ken-pw", "bearer");
     let host = registry.host();
 
     step!("anonymous: the token grants nothing and the pull is refused");
@@ -213,12 +190,7 @@ fn login_pull_and_push_with_bearer_tokens() {
     let copy = format!("{host}/private/bearer-copy:v1");
     berth.docker_ok(&["tag", &reference, &copy]).unwrap();
     let out = berth.docker_ok(&["push", &copy]).unwrap();
-    let digest = out
-        .lines()
-        .find_map(|l| l.split("digest: ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in {out}"))
-        .to_string();
+    let digest = pushed_digest(&out);
     berth.docker_ok(&["rmi", &copy]).unwrap();
     let by_digest = format!("{host}/private/bearer-copy@{digest}");
     berth.docker_ok(&["pull", &by_digest]).unwrap();
@@ -228,4 +200,23 @@ fn login_pull_and_push_with_bearer_tokens() {
     berth.docker_ok(&["rmi", &by_digest]).unwrap();
     let out = berth.docker(&["pull", &by_digest]);
     assert!(!out.success(), "{out}");
+}
+
+/// The digest `docker push` printed (`TAG: digest: sha256:... size: N`).
+fn pushed_digest(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split("digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string()
+}
+
+/// The test image pushed to `registry` as `private/busybox:latest` with `creds`, and a
+/// Berth that knows none of them yet.
+fn seeded(registry: &Registry, creds: &str, name: &str) -> (String, Berth) {
+    let image = TestImage::build().expect("building the test image");
+    let (reference, _) = image
+        .push_as(registry, "private/busybox:latest", Format::Oci, Some(creds))
+        .expect("pushing the test image");
+    (reference, Berth::start(name).expect("starting Berth"))
 }
