@@ -227,6 +227,27 @@ fn docker_stats() {
     );
     assert_eq!(second["memory_stats"]["limit"], 64 << 20);
 
+    step!("docker stats streaming with the CLI: a fresh row every second until stopped");
+    let mut cli = berth
+        .docker_command(&["stats", "--format", "row {{.Name}} {{.CPUPerc}}", "burner"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = cli.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let _ = std::io::BufReader::new(stdout).read_to_string(&mut text);
+        text
+    });
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    let shown = reader.join().unwrap();
+    let rows = shown.matches("row burner ").count();
+    assert!(rows >= 2, "one row per refresh, got {rows}: {shown:?}");
+
     step!("a stopped container reads zero; an unknown one is Docker's 404");
     berth.docker_ok(&["stop", "-t", "0", "idle"]).unwrap();
     let j: Value =
