@@ -50,7 +50,6 @@ pub struct Unpacked {
 }
 
 /// Unpacks the (possibly compressed) layer blob at `blob` into `dest` (created if needed).
-#[tracing::instrument(name = "layer.unpack", skip_all, fields(layer.media_type = media_type))]
 pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<Unpacked, ImagedError> {
     let file =
         File::open(blob).map_err(|e| ImagedError::io(format!("opening {}", blob.display()), e))?;
@@ -59,6 +58,7 @@ pub fn unpack_layer(blob: &Path, media_type: &str, dest: &Path) -> Result<Unpack
 
 /// [`unpack_layer`] from a stream (a download as it arrives): the compression comes from
 /// the media type or the first bytes.
+#[tracing::instrument(name = "layer.unpack", skip_all, fields(layer.media_type = media_type))]
 pub fn unpack_layer_from<R: Read>(
     mut source: R,
     media_type: &str,
