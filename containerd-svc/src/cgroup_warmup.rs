@@ -10,9 +10,10 @@
 //! in, a no-op that pays the wait while the start is still being prepared, and repeats
 //! the move every few milliseconds for a second after the last such event, so that the
 //! starts and execs that follow (a script, a compose project, a healthcheck) find the
-//! semaphore cheap. Only fork and exit elsewhere on the machine notice, by a memory
-//! barrier each, while it is kept warm; the kernel's `favordynmods` cgroup option
-//! makes the same trade for good.
+//! semaphore cheap. The cost falls on fork, exec and exit elsewhere on the machine:
+//! while it is kept warm they take the semaphore's slower path (a memory barrier), and
+//! each no-op move holds it for writing for some microseconds, which they wait out. The
+//! kernel's `favordynmods` cgroup option makes the first trade for good.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -109,8 +110,11 @@ mod tests {
 
     #[test]
     fn the_thread_stops_after_the_last_request() {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let usable = own_procs_file(&own).is_some();
         warm_up();
-        assert!(is_warm());
+        // Without a cgroup to move into, the thread stops at once.
+        assert!(is_warm() || !usable);
         let started = Instant::now();
         while is_warm() && started.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(20));
@@ -120,8 +124,7 @@ mod tests {
             }
         }
         assert!(!is_warm(), "the warm-up thread never stopped");
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        if own_procs_file(&own).is_some() {
+        if usable {
             // It ran a second past the last request, not less.
             let ran = started.elapsed();
             assert!(ran >= Duration::from_millis(1400), "stopped after {ran:?}");

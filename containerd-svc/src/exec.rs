@@ -163,6 +163,9 @@ pub fn resolve_process(
 
 type Tx = mpsc::Sender<Result<ExecStartOutput, Status>>;
 
+/// dockerd's exit code for an exec whose start failed.
+const START_FAILED: i32 = 126;
+
 /// Sends to the caller, if one listens (a detached exec has none; a gone caller is fine).
 async fn send(tx: &Option<Tx>, m: ExecStartOutput) {
     if let Some(t) = tx {
@@ -314,7 +317,7 @@ impl Service {
         let (shim_in, mut shim_out) = match opened {
             Ok(x) => x,
             Err(e) => {
-                execs.update(&exec_id, |r| r.running = false);
+                self.start_failed(&exec_id, &container, &spec);
                 return Err(e);
             }
         };
@@ -329,18 +332,18 @@ impl Service {
                         .await;
                 }
                 other => {
-                    execs.update(&exec_id, |r| r.running = false);
+                    self.start_failed(&exec_id, &container, &spec);
                     return Err(Error::Internal(format!(
                         "unexpected first exec message {other:?}"
                     )));
                 }
             },
             Ok(Ok(None)) => {
-                execs.update(&exec_id, |r| r.running = false);
+                self.start_failed(&exec_id, &container, &spec);
                 return Err(Error::Internal("the shim ended the exec stream".into()));
             }
             Ok(Err(s)) => {
-                execs.update(&exec_id, |r| r.running = false);
+                self.start_failed(&exec_id, &container, &spec);
                 return Err(match s.code() {
                     tonic::Code::FailedPrecondition => {
                         Error::FailedPrecondition(s.message().to_string())
@@ -352,7 +355,7 @@ impl Service {
                 });
             }
             Err(_) => {
-                execs.update(&exec_id, |r| r.running = false);
+                self.start_failed(&exec_id, &container, &spec);
                 return Err(Error::Unavailable(format!(
                     "the shim did not start the exec within {EXEC_START_TIMEOUT:?}"
                 )));
@@ -457,6 +460,13 @@ impl Service {
         }
         let _ = tx.send(Ok(exited_msg(f.code, f.message))).await;
         Ok(rx)
+    }
+
+    /// The shim could not start the exec (unreachable, refused, no answer): Docker's
+    /// exit code for a start that failed, and its exec_die.
+    fn start_failed(&self, exec_id: &str, container: &Record, spec: &ContainerSpec) {
+        self.inner.execs.finish(exec_id, START_FAILED);
+        self.exec_died(container, spec, exec_id, START_FAILED);
     }
 
     fn exec_died(&self, container: &Record, spec: &ContainerSpec, exec_id: &str, code: i32) {

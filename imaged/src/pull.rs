@@ -606,19 +606,23 @@ impl Imaged {
             stream.content_length.map(|n| n as i64).unwrap_or_default()
         };
         let (chunks, chunk_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(UNPACK_QUEUE);
+        // The unpack thread owns its directory and hands it back with the result: if
+        // this future is dropped (another layer failed, the client left), the directory
+        // is removed by the thread once it is done writing, not under it.
         let unpacking = {
             let (dir, media) = (unpack_dir.path.join("diff"), layer.media_type.clone());
             let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
-                span.in_scope(|| {
+                let unpacked = span.in_scope(|| {
                     let mut source = ChunkReader::new(chunk_rx);
                     let unpacked = unpack_layer_from(&mut source, &media, &dir)?;
                     // Whatever follows the compressed stream is the blob's too (its
                     // digest covers it): read to the end, as the download goes on.
                     std::io::copy(&mut source, &mut std::io::sink())
                         .map_err(|e| ImagedError::io("reading the layer", e))?;
-                    Ok(unpacked)
-                })
+                    Ok::<_, ImagedError>(unpacked)
+                });
+                (unpack_dir, unpacked)
             })
         };
         let mut current = 0i64;
@@ -641,6 +645,14 @@ impl Imaged {
                     .map_err(|e| ImagedError::io(format!("writing {}", blob.path.display()), e))?;
                 current += chunk.len() as i64;
                 crate::metrics::downloaded(chunk.len() as u64);
+                if layer.size > 0 && current > layer.size {
+                    // More than the manifest announced: not the blob it names, and the
+                    // unpack must not be fed without bound before the digest says so.
+                    return Err(ImagedError::BadLayer(format!(
+                        "layer {} is larger than the {} bytes its manifest gives",
+                        layer.digest, layer.size
+                    )));
+                }
                 // Batched into copies of its own: a chunk is a slice of the HTTP client's
                 // read buffer, which a queued slice would keep from reuse, and handing
                 // the unpack thread every small chunk would cost a wake-up each.
@@ -668,7 +680,7 @@ impl Imaged {
         // The end of the stream for the unpack; waited for before anything is returned,
         // so no thread still writes into a directory being removed.
         drop(chunks);
-        let unpacked = unpacking
+        let (unpack_dir, unpacked) = unpacking
             .await
             .map_err(|e| ImagedError::io("unpacking", std::io::Error::other(e.to_string())))?;
         if !downloaded? {

@@ -19,9 +19,11 @@ pub struct ImageRef {
 /// tags Docker refuses).
 const REFERENCE_GRAMMAR: &str = concat!(
     r"^(?-u)(",
-    // domain: components joined by dots, an optional port, then a slash
-    r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])",
-    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?/)?",
+    // domain: components joined by dots or a bracketed IPv6 address, an optional port,
+    // then a slash
+    r"(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])",
+    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])",
+    r"(?::[0-9]+)?/)?",
     // path components: lowercase alphanumerics joined by separators
     r"[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*",
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-*)[a-z0-9]+)*)*",
@@ -56,7 +58,9 @@ fn parse_reference(s: &str) -> Option<Reference> {
             Some(("sha512", _)) => 128,
             _ => return None,
         };
-        if d.len() - d.find(':')? - 1 != expected {
+        let hex = &d[d.find(':')? + 1..];
+        // As go-digest: the known algorithms' hex is lowercase.
+        if hex.len() != expected || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
     }
@@ -70,10 +74,14 @@ fn parse_reference(s: &str) -> Option<Reference> {
 }
 
 /// Docker's split of a name into registry and repository: the first component is a
-/// registry when it has a dot or a port or is `localhost`.
+/// registry when it has a dot or a port, is `localhost`, or is not all lowercase.
 fn split_domain(name: &str) -> (String, String) {
     let (mut domain, mut rest) = match name.split_once('/') {
-        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
             (first.to_string(), rest.to_string())
         }
         _ => ("docker.io".to_string(), name.to_string()),
@@ -293,6 +301,12 @@ mod tests {
         assert_eq!(r.tag(), Some("1.2_3-x"));
         // A first component without dot, port or localhost is a Hub user.
         assert_eq!(ImageRef::parse("user/app").unwrap().registry(), "docker.io");
+        // ...unless it has capitals: then it is a registry, as Docker splits it.
+        let r = ImageRef::parse("Reg/app").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("Reg", "app"));
+        let r = ImageRef::parse("[::1]:5000/app:v1").unwrap();
+        assert_eq!((r.registry(), r.repository()), ("[::1]:5000", "app"));
+        assert!(ImageRef::parse(&format!("b@sha256:{}", "A".repeat(64))).is_err());
         for bad in [
             "busybox:",
             "busybox:-tag",

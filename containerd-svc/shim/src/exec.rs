@@ -28,6 +28,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
 
+/// How long the forked helper may take to start an exec's process.
+const HELPER_DEADLINE: Duration = Duration::from_secs(60);
+
 /// How long output may keep flowing after the exec process exited (a background child
 /// may hold the pipes open for ever; Docker stops streaming at some point too).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -129,7 +132,12 @@ fn fork_helper(args: &HelperArgs, stdio: [OwnedFd; 3]) -> Result<i32, Status> {
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child.as_raw()),
         Ok(nix::unistd::ForkResult::Child) => {
-            let code = helper_child(args, stdio);
+            // A panic must not unwind into the copy of the shim's runtime: a second shim
+            // would run, sharing the parent's socket and epoll instance.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                helper_child(args, stdio)
+            }))
+            .unwrap_or(101);
             unsafe { libc::_exit(code) }
         }
         Err(e) => Err(Status::internal(format!("forking the exec helper: {e}"))),
@@ -410,11 +418,22 @@ impl Execs {
         // The child has its copies of the exec's ends; the shim's go when `stdio` drops
         // here, or the output would never reach EOF.
         let helper_pid = fork_helper(&args, [stdin, stdout, stderr])?;
-        let code = self
-            .children
-            .wait(helper_pid)
-            .await
-            .map_err(|_| Status::internal("exec helper status lost"))?;
+        let mut exited = self.children.wait(helper_pid);
+        let code = match tokio::time::timeout(HELPER_DEADLINE, &mut exited).await {
+            Ok(code) => code.map_err(|_| Status::internal("exec helper status lost"))?,
+            Err(_) => {
+                // A wedged helper holds copies of the shim's descriptors (other execs'
+                // pipes among them): it goes, and the exec fails.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(helper_pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = exited.await;
+                return Ok(Err(format!(
+                    "the exec helper did not start the process within {HELPER_DEADLINE:?}"
+                )));
+            }
+        };
         let outcome = std::fs::read(&result)
             .ok()
             .and_then(|d| serde_json::from_slice::<HelperResult>(&d).ok());
