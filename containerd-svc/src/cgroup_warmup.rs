@@ -64,8 +64,9 @@ fn keep_warm() {
     }
 }
 
-/// Whether the warm-up thread is running (for tests).
-pub fn is_warm() -> bool {
+/// Whether the warm-up thread is running.
+#[cfg(test)]
+fn is_warm() -> bool {
     WARM_UNTIL
         .lock()
         .unwrap_or_else(|p| p.into_inner())

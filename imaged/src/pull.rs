@@ -4,7 +4,7 @@
 use crate::error::{ImagedError, Result};
 use crate::reference::{ImageRef, is_loopback_registry, registry_host};
 use crate::store::{ImageRow, LayerRow};
-use crate::unpack::{ChunkReader, Unpacked, chain_ids, unpack_layer, unpack_layer_from};
+use crate::unpack::{Unpacked, chain_ids, chunk_reader, unpack_layer, unpack_layer_from};
 use crate::{Imaged, blocking, digest_hex};
 use berth_proto::images::{Image, PullProgress, PullRequest};
 use futures_util::{StreamExt, TryStreamExt};
@@ -612,9 +612,9 @@ impl Imaged {
         let unpacking = {
             let (dir, media) = (unpack_dir.path.join("diff"), layer.media_type.clone());
             let span = tracing::Span::current();
+            let mut source = chunk_reader(chunk_rx, tokio::runtime::Handle::current());
             tokio::task::spawn_blocking(move || {
                 let unpacked = span.in_scope(|| {
-                    let mut source = ChunkReader::new(chunk_rx);
                     let unpacked = unpack_layer_from(&mut source, &media, &dir)?;
                     // Whatever follows the compressed stream is the blob's too (its
                     // digest covers it): read to the end, as the download goes on.

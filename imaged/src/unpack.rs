@@ -80,34 +80,15 @@ pub fn unpack_layer_from<R: Read>(
     }
 }
 
-/// A blocking reader over chunks sent by an async task (a download feeding an unpack on
-/// a blocking thread); the sender's end is the end of the stream.
-pub struct ChunkReader {
+/// A blocking reader over chunks an async task sends (a download feeding an unpack on
+/// a blocking thread); the sender's end is the end of the stream. `rt` runs the waits.
+pub fn chunk_reader(
     rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    current: bytes::Bytes,
-}
-
-impl ChunkReader {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
-        Self {
-            rx,
-            current: bytes::Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
+    rt: tokio::runtime::Handle,
+) -> impl Read {
+    use futures_util::StreamExt as _;
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, io::Error>);
+    tokio_util::io::SyncIoBridge::new_with_handle(tokio_util::io::StreamReader::new(chunks), rt)
 }
 
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -470,13 +451,14 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, &tar).unwrap();
         let blob = gz.finish().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .build()
             .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let dest = dir.path().join("r");
-        let unpacking =
-            std::thread::spawn(move || unpack_layer_from(&mut ChunkReader::new(rx), "", &dest));
+        let source = chunk_reader(rx, rt.handle().clone());
+        let unpacking = std::thread::spawn(move || unpack_layer_from(source, "", &dest));
         // Odd-sized chunks, the first shorter than the magic bytes.
         rt.block_on(async {
             let mut rest = &blob[..];
@@ -502,8 +484,8 @@ mod tests {
         // A stream cut short is an error, not a half layer passed as whole.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let dest = dir.path().join("cut");
-        let unpacking =
-            std::thread::spawn(move || unpack_layer_from(&mut ChunkReader::new(rx), "", &dest));
+        let source = chunk_reader(rx, rt.handle().clone());
+        let unpacking = std::thread::spawn(move || unpack_layer_from(source, "", &dest));
         rt.block_on(async {
             tx.send(bytes::Bytes::copy_from_slice(&blob[..blob.len() / 2]))
                 .await

@@ -193,13 +193,15 @@ struct Pushed {
     config_digest: String,
 }
 
-/// Pushes an image made of `layers` (blob bytes, media type, diff ID) with oci-client.
+/// Pushes an image made of `layers` (blob bytes, media type, diff ID) with oci-client;
+/// the manifest gives each layer's size `understate` bytes short (0: the true size).
 async fn push_image(
     port: u16,
     name: &str,
     layers: &[(Vec<u8>, &str, String)],
     manifest_type: &str,
     config_type: &str,
+    understate: usize,
 ) -> Pushed {
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
@@ -235,7 +237,8 @@ async fn push_image(
             .push_blob(&reference, blob.clone(), &d)
             .await
             .unwrap();
-        descs.push(serde_json::json!({"mediaType": media, "size": blob.len(), "digest": d}));
+        let size = blob.len() - understate;
+        descs.push(serde_json::json!({"mediaType": media, "size": size, "digest": d}));
     }
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
@@ -342,6 +345,7 @@ async fn pull_lookup_snapshot_and_crash_recovery() {
         &layers,
         "application/vnd.docker.distribution.manifest.v2+json",
         "application/vnd.docker.container.image.v1+json",
+        0,
     )
     .await;
     let name = format!("127.0.0.1:{port}/test/busybox");
@@ -595,6 +599,35 @@ async fn pull_lookup_snapshot_and_crash_recovery() {
     .unwrap();
     assert!(wh.file_type().is_char_device());
 
+    // A blob larger than its manifest says (a wrong or hostile registry or mirror): the
+    // download stops there with the reason, and nothing of it is kept.
+    let mut b = tar::Builder::new(Vec::new());
+    file_entry(&mut b, "short.txt", b"announced one byte short", 0o644);
+    let short_tar = b.into_inner().unwrap();
+    let short_layers = vec![(
+        short_tar.clone(),
+        "application/vnd.oci.image.layer.v1.tar",
+        sha(&short_tar),
+    )];
+    push_image(
+        port,
+        "test/short",
+        &short_layers,
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.config.v1+json",
+        1,
+    )
+    .await;
+    let refused = pull(&mut c, &format!("127.0.0.1:{port}/test/short"))
+        .await
+        .expect_err("a blob larger than its manifest says is refused");
+    assert!(
+        refused.message().contains("larger than"),
+        "{}",
+        refused.message()
+    );
+    assert!(dir_is_empty(&imaged.dir().join("tmp")));
+
     // kill -9 in the middle of a pull of a big (30 MB, uncompressed OCI) layer.
     let mut big = vec![0u8; 30 * 1024 * 1024];
     rand::Rng::fill(&mut rand::rng(), &mut big[..]);
@@ -616,6 +649,7 @@ async fn pull_lookup_snapshot_and_crash_recovery() {
         &big_layers,
         "application/vnd.oci.image.manifest.v1+json",
         "application/vnd.oci.image.config.v1+json",
+        0,
     )
     .await;
     let big_name = format!("127.0.0.1:{port}/test/big");

@@ -36,7 +36,7 @@ const HELPER_DEADLINE: Duration = Duration::from_secs(60);
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// The process the helper starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperProcess {
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -44,10 +44,8 @@ pub struct HelperProcess {
     pub uid: u32,
     pub gid: u32,
     /// Added to the container's capabilities (exec --privileged).
-    #[serde(default)]
     pub capabilities: Vec<String>,
-    /// Run on a terminal (the helper's `--console-socket` receives its master).
-    #[serde(default)]
+    /// Run on a terminal (the console socket receives its master).
     pub tty: bool,
 }
 

@@ -152,32 +152,6 @@ fn openssl(args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
-/// `%XX` and `+` decoded.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Signer {
     fn answer(&self, conn: TcpStream) -> Result<()> {
         let mut reader = BufReader::new(conn.try_clone()?);
@@ -200,10 +174,8 @@ impl Signer {
         if path != "/token" {
             return respond(conn, 404, &json!({"details": "not found"}));
         }
-        let params: Vec<(String, String)> = query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
             .collect();
         let user = match authorization
             .as_deref()
@@ -308,18 +280,4 @@ pub fn registry_auth_config(server: &TokenServer) -> String {
         server.realm(),
         server.cert_path().display()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(
-            percent_decode("repository%3Abox%3Apull%2Cpush"),
-            "repository:box:pull,push"
-        );
-        assert_eq!(percent_decode("a+b%2"), "a b%2");
-    }
 }

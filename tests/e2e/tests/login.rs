@@ -172,6 +172,12 @@ fn login_pull_and_push_with_bearer_tokens() {
     let out = berth.docker(&["login", "-u", "tokuser", "-p", "wrong", &host]);
     assert!(!out.success(), "{out}");
     assert!(!out.stdout.contains("Login Succeeded"), "{out}");
+    // Docker's words when the token server refuses the credentials.
+    assert!(
+        out.stderr
+            .contains("unauthorized: incorrect username or password"),
+        "{out}"
+    );
     let out = berth.shell(&format!(
         "echo t0ken-pw | docker login -u tokuser --password-stdin {host}"
     ));
