@@ -127,7 +127,7 @@ pub async fn is_healthy(health: &Health, timeout: Duration) -> bool {
 
 /// `GET /_ping` over the Docker API socket with a raw HTTP/1.1 request: true on 200.
 pub async fn ping(socket: &Path) -> std::io::Result<bool> {
-    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    let mut stream = berth_kit::unix::connect(socket).await?;
     stream
         .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
         .await?;

@@ -94,22 +94,30 @@ pub fn bind_unix(socket: &Path) -> std::io::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(socket)?;
+    let listener = crate::unix::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
 }
 
 /// A lazily connecting channel to the service listening on `socket`. It reconnects after
 /// the peer restarts; a call while nobody listens fails fast with `Unavailable`.
 pub fn channel(socket: &Path) -> Channel {
-    let uri = format!("unix://{}", socket.display());
-    // The URI is built from a path we control; from_shared only rejects invalid URIs.
-    #[allow(clippy::expect_used)]
-    Endpoint::from_shared(uri)
-        .expect("unix socket URI")
+    let socket = socket.to_path_buf();
+    // The URI is only a placeholder: the connector below dials the socket (at any path
+    // length, which tonic's own `unix:` URIs cannot).
+    Endpoint::from_static("http://berth.sock")
         .connect_timeout(Duration::from_secs(2))
-        .connect_lazy()
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let socket = socket.clone();
+            async move {
+                crate::unix::connect(&socket)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
 }
+
 
 /// The interceptor of [`TracedChannel`].
 pub type InjectFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;

@@ -14,6 +14,7 @@ pub mod reload;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod unix;
 
 pub use args::ServiceArgs;
 pub use paths::Roots;

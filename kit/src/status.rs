@@ -100,7 +100,7 @@ pub async fn live(run_root: &Path, status: LauncherStatus, timeout: Duration) ->
                 Some(sock) => {
                     if crate::grpc::is_serving(&sock, timeout).await {
                         "up"
-                    } else if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                    } else if crate::unix::connect_blocking(&sock).is_ok() {
                         "hung"
                     } else {
                         "down"

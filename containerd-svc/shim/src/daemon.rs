@@ -351,7 +351,7 @@ fn bind_console(
     let path = shim_dir.join(CONSOLE_SOCKET);
     let _ = std::fs::remove_file(&path);
     let listener =
-        std::os::unix::net::UnixListener::bind(&path).map_err(|source| ShimError::Io {
+        crate::sockpath::bind(&path).map_err(|source| ShimError::Io {
             what: format!("binding {}", path.display()),
             source,
         })?;
@@ -482,7 +482,7 @@ fn bind_api(shim_dir: &std::path::Path) -> Result<std::os::unix::net::UnixListen
     let sock = shim_dir.join("shim.sock");
     let _ = std::fs::remove_file(&sock);
     let listener =
-        std::os::unix::net::UnixListener::bind(&sock).map_err(io("binding shim.sock"))?;
+        crate::sockpath::bind(&sock).map_err(io("binding shim.sock"))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(io("chmod shim.sock"))?;
     listener
@@ -600,8 +600,7 @@ async fn serve(
             (stdin, Some(master))
         }
     };
-    let channel = logfwd::unix_channel(&args.logd_socket)
-        .map_err(|e| ShimError::Runtime(format!("logd socket: {e}")))?;
+    let channel = logfwd::unix_channel(&args.logd_socket);
     let target = LogTarget {
         container_id: args.id.clone(),
         session: started_at.to_string(),

@@ -632,12 +632,15 @@ impl Execs {
     /// The helper connects to a console socket the shim listens on; the process's init
     /// sends the pty master there before it execs the command.
     async fn start_on_terminal(&self, p: &ExecProcess) -> Result<Started, Status> {
-        // Short: the path must fit a sockaddr_un.
         let sock = self
             .shim_dir
             .join(format!("tty-{}", &p.exec_id[..p.exec_id.len().min(12)]));
         let _ = std::fs::remove_file(&sock);
-        let listener = tokio::net::UnixListener::bind(&sock)
+        let listener = crate::sockpath::bind(&sock)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(l)
+            })
             .map_err(|e| Status::internal(format!("binding {}: {e}", sock.display())))?;
         let receive = tokio::spawn(async move {
             let (conn, _) = tokio::time::timeout(pty::RECV_TIMEOUT, listener.accept())

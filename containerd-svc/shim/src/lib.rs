@@ -18,6 +18,7 @@ pub mod lines;
 pub mod logfwd;
 pub mod pty;
 pub mod server;
+pub mod sockpath;
 pub mod trim;
 
 /// Everything that can go wrong inside the shim.

@@ -56,12 +56,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A lazily connecting channel to a unix socket.
-pub fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    Ok(
-        Endpoint::from_shared(format!("unix://{}", socket.display()))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_lazy(),
-    )
+pub fn unix_channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    // The URI is a placeholder: the connector dials the socket, at any path length.
+    Endpoint::from_static("http://logd.sock")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+            std::future::ready(crate::sockpath::connect(&socket).map(hyper_util::rt::TokioIo::new))
+        }))
 }
 
 struct Forwarder {

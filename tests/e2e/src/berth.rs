@@ -51,6 +51,22 @@ pub const SERVICE_BINARIES: [&str; 6] = [
     "berth-logd",
 ];
 
+/// Every instance runs with a run root of [`RUN_ROOT_LEN`] characters: a real host's exec
+/// root may be long, and socket paths under it (`shims/<64-hex id>/shim.sock`, exec
+/// consoles) must work whatever its length, as with dockerd.
+pub const RUN_ROOT_LEN: usize = 60;
+
+/// `<tmp>/rrrr...` padded to [`RUN_ROOT_LEN`] characters, created.
+fn long_run_root(tmp: &Path) -> Result<PathBuf> {
+    let base = tmp.as_os_str().len();
+    if base + 2 > RUN_ROOT_LEN {
+        bail!("temp dir {} is too long to pad", tmp.display());
+    }
+    let root = tmp.join("r".repeat(RUN_ROOT_LEN - base - 1));
+    std::fs::create_dir(&root)?;
+    Ok(root)
+}
+
 /// A running Berth.
 #[derive(Debug)]
 pub struct Berth {
@@ -90,8 +106,6 @@ impl Berth {
         daemon_json: &str,
     ) -> Result<Self> {
         let berthd = binary("berthd")?;
-        // Short paths under /tmp: shim sockets live at <exec>/shims/<64-hex id>/shim.sock
-        // and a unix socket path must stay under 108 bytes.
         let tmp = |prefix: &str| {
             tempfile::Builder::new()
                 .prefix(prefix)
@@ -102,7 +116,8 @@ impl Berth {
         let exec = tmp("br")?;
         let home = tmp("bh")?;
         let (octet, subnet_lock) = claim_subnet(name)?;
-        let roots = Roots::new(data.path(), exec.path());
+        let run_root = long_run_root(exec.path())?;
+        let roots = Roots::new(data.path(), &run_root);
         let socket = roots.docker_socket();
         // Our own daemon.json: the host's /etc/berth/daemon.json must not leak in.
         let config = home.path().join("daemon.json");
@@ -114,7 +129,7 @@ impl Berth {
         c.arg("--data-root")
             .arg(data.path())
             .arg("--exec-root")
-            .arg(exec.path())
+            .arg(&run_root)
             .arg("--config-file")
             .arg(&config)
             .arg("--bip")
