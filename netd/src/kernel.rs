@@ -13,7 +13,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -312,6 +312,22 @@ impl Netlink {
             .await
             .map_err(NetError::netlink(format!("create veth {}", plan.host)))?;
         drop(ns);
+        // Hairpin mode, as Docker sets it: a container reaching its own published port
+        // through the host's address is DNAT'd back to itself, so the reply leaves by
+        // the bridge port it came in on (refused by a bridge port without it; with
+        // br_netfilter loaded every such packet takes this path).
+        let host_idx = self
+            .link_index(&plan.host)
+            .await?
+            .ok_or_else(|| NetError::Corrupt(format!("{} vanished after creation", plan.host)))?;
+        self.handle
+            .link()
+            // RTM_NEWLINK without CREATE (`ip link set ... type bridge_slave`):
+            // RTM_SETLINK ignores bridge-port data.
+            .change(LinkBridgePort::new(host_idx).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(NetError::netlink(format!("hairpin on {}", plan.host)))?;
 
         let inner = Netlink::in_netns(&plan.netns).await?;
         let idx = inner

@@ -557,6 +557,22 @@ fn docker_networks() {
             &format!("http://{addr}:{port}/index.html"),
         ]);
         assert!(out.success(), "hairpin from the default bridge: {out}");
+        // The container itself, through the host's address: DNAT'd back to its own
+        // bridge port (needs hairpin mode; on hosts with br_netfilter, as this one when
+        // /proc/sys/net/bridge exists, the bridge refused it before).
+        let out = berth.docker(&[
+            "exec",
+            "pub",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{addr}:{port}/index.html"),
+        ]);
+        assert!(
+            out.success() && out.stdout.contains("hello from"),
+            "a container reaching its own published port: {out}"
+        );
         let out = berth.docker(&[
             "run",
             "--rm",
