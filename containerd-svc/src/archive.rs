@@ -142,6 +142,34 @@ impl Root {
         })
     }
 
+    /// Creates directory `path` (absolute in the container) and any missing parents,
+    /// mode 0755, each resolved inside the root (Docker creates a missing working
+    /// directory at create). A component that exists and is no directory is an error.
+    pub fn mkdir_all(&self, path: &str) -> Result<(), Error> {
+        let clean = clean(path);
+        let mut prefix = PathBuf::from("/");
+        let mut parent = self.open_dir(&prefix, path)?;
+        for c in clean.components().skip(1) {
+            prefix.push(c);
+            let dir = match self.open_dir(&prefix, path) {
+                Err(Error::Missing(_)) => {
+                    match nix::sys::stat::mkdirat(
+                        &parent,
+                        c.as_os_str(),
+                        Mode::from_bits_truncate(0o755),
+                    ) {
+                        Ok(()) | Err(nix::Error::EEXIST) => {}
+                        Err(e) => return Err(Error::Internal(format!("creating {path}: {e}"))),
+                    }
+                    self.open_dir(&prefix, path)?
+                }
+                r => r?,
+            };
+            parent = dir;
+        }
+        Ok(())
+    }
+
     /// The parent directory of `path` and its last component (None for "/").
     fn split(&self, path: &str) -> Result<(OwnedFd, Option<OsString>), Error> {
         let clean = clean(path);
@@ -880,6 +908,28 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect()
+    }
+
+    #[test]
+    fn mkdir_all_creates_inside_the_root_only() {
+        let (d, root) = root_with_files();
+        root.mkdir_all("/work/a/b").unwrap();
+        assert!(d.path().join("work/a/b").is_dir());
+        root.mkdir_all("/work/a/b").unwrap();
+        // Through links that point outside: created in the container's root.
+        root.mkdir_all("/rel/made-by-rel").unwrap();
+        assert!(d.path().join("made-by-rel").is_dir());
+        root.mkdir_all("/etc/up/made-by-up").unwrap();
+        assert!(d.path().join("made-by-up").is_dir());
+        assert!(!Path::new("/made-by-up").exists() && !Path::new("/made-by-rel").exists());
+        assert!(matches!(
+            root.mkdir_all("/etc/hostname/x"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            root.mkdir_all("/etc/hostname"),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -307,6 +307,63 @@ fn seccomp_profile(text: &str) -> Result<Value, Error> {
 /// Where Docker mounts its init in the container.
 pub const INIT_IN_CONTAINER: &str = "/sbin/docker-init";
 
+/// `--pid`, `--ipc`, `--uts`: `host` shares that namespace of the host, as Docker does
+/// (with `--ipc host` the host's /dev/shm too; `--ipc none` has no /dev/shm). Joining
+/// another container's (`container:<name>`) is refused as not supported yet.
+fn namespace_modes(hc: &Value, config: &mut Value) -> Result<(), Error> {
+    for (key, ns, flag) in [
+        ("PidMode", "pid", "--pid"),
+        ("IpcMode", "ipc", "--ipc"),
+        ("UTSMode", "uts", "--uts"),
+    ] {
+        let mode = hc.get(key).and_then(Value::as_str).unwrap_or_default();
+        match (ns, mode) {
+            (_, "") | ("ipc", "private" | "shareable") => {}
+            ("ipc", "none") => remove_mount(config, "/dev/shm"),
+            (_, "host") => {
+                if let Some(list) = config["linux"]["namespaces"].as_array_mut() {
+                    list.retain(|n| n["type"] != ns);
+                }
+                match ns {
+                    // The host's hostname is the container's: it cannot set its own.
+                    "uts" => {
+                        if let Some(c) = config.as_object_mut() {
+                            c.remove("hostname");
+                        }
+                    }
+                    "ipc" => {
+                        remove_mount(config, "/dev/shm");
+                        if let Some(ms) = config["mounts"].as_array_mut() {
+                            ms.push(json!({"destination": "/dev/shm", "type": "bind",
+                                "source": "/dev/shm", "options": ["rbind", "rprivate"]}));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            (_, m) if m.starts_with("container:") => {
+                return Err(Error::Unimplemented(format!(
+                    "{flag}={m}: joining another container's namespace is not supported yet"
+                )));
+            }
+            // Docker's wording (runconfig's validation).
+            (_, m) => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid {} mode: {m}",
+                    ns.to_uppercase()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_mount(config: &mut Value, destination: &str) {
+    if let Some(ms) = config["mounts"].as_array_mut() {
+        ms.retain(|m| m["destination"] != destination);
+    }
+}
+
 /// `--init`: the init runs as PID 1 (reaping zombies, passing signals on) with the
 /// command after `--`, bind-mounted read-only from the host.
 fn add_init(config: &mut Value, init: &Path) {
@@ -362,6 +419,7 @@ pub fn apply(
         config["root"]["readonly"] = json!(true);
     }
     rlimits(hc, config)?;
+    namespace_modes(hc, config)?;
     let gids = additional_gids(hc, rootfs)?;
     if !gids.is_empty() {
         config["process"]["user"]["additionalGids"] = json!(gids);
@@ -576,6 +634,53 @@ mod tests {
         );
         assert!(grantable().len() > 30, "{:?}", grantable());
         assert!(capabilities(&d, &json!({"CapAdd": ["NOPE"]})).is_err());
+    }
+
+    #[test]
+    fn host_namespace_modes() {
+        let t = tempfile::tempdir().unwrap();
+        let with_ns = || {
+            let mut c = base();
+            c["hostname"] = json!("abc");
+            c["linux"]["namespaces"] =
+                json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+            c
+        };
+        let mut c = with_ns();
+        let hc = json!({"PidMode": "host", "IpcMode": "host", "UTSMode": "host"});
+        apply(&hc, &mut c, t.path(), None).unwrap();
+        assert_eq!(c["linux"]["namespaces"], json!([{"type": "mount"}]));
+        assert!(c.get("hostname").is_none());
+        let shm: Vec<&Value> = c["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0]["source"], "/dev/shm");
+        let mut c = with_ns();
+        apply(
+            &json!({"IpcMode": "shareable", "PidMode": ""}),
+            &mut c,
+            t.path(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c["linux"]["namespaces"].as_array().unwrap().len(), 4);
+        assert!(matches!(
+            apply(
+                &json!({"PidMode": "container:x"}),
+                &mut with_ns(),
+                t.path(),
+                None
+            ),
+            Err(Error::Unimplemented(_))
+        ));
+        assert!(matches!(
+            apply(&json!({"UTSMode": "bogus"}), &mut with_ns(), t.path(), None),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

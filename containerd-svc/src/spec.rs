@@ -408,6 +408,17 @@ pub fn write_bundle(
     init_binary: Option<&Path>,
 ) -> Result<(), Error> {
     let config = build(spec, bundle, cgroup_parent, init_binary)?;
+    if let Some(cwd) = config["process"]["cwd"].as_str().filter(|c| *c != "/") {
+        // Docker's wording when the working directory cannot be made.
+        crate::archive::Root::open(Path::new(&spec.rootfs_path), &spec.id)?
+            .mkdir_all(cwd)
+            .map_err(|e| match e {
+                Error::InvalidArgument(_) => {
+                    Error::InvalidArgument(format!("Cannot mkdir: {cwd} is not a directory"))
+                }
+                e => e,
+            })?;
+    }
     let io = |what: String| move |e: std::io::Error| Error::Internal(format!("{what}: {e}"));
     std::fs::create_dir_all(bundle).map_err(io(format!("creating {}", bundle.display())))?;
     let files = EtcFiles {

@@ -428,12 +428,20 @@ pub async fn create(
         }
     }
     let id = crate::util::new_id();
+    let shares_host_names = network_mode == "host"
+        || host_config.get("UTSMode").and_then(Value::as_str) == Some("host");
     let hostname = match &joined {
         Some(t) => t.hostname.clone(),
-        None => Some(str_field(&req, "Hostname"))
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| id[..12].to_string()),
+        None => match Some(str_field(&req, "Hostname")).filter(|s| !s.is_empty()) {
+            Some(h) => h.to_string(),
+            // Docker gives a container on the host's network (or UTS namespace) the
+            // host's name.
+            None if shares_host_names => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| id[..12].to_string()),
+            None => id[..12].to_string(),
+        },
     };
     let stop_signal = Some(str_field(&req, "StopSignal"))
         .filter(|s| !s.is_empty())

@@ -371,7 +371,16 @@ pub async fn list(
         .images
         .iter()
         .filter(|img| keep.passes(img))
-        .map(|img| summary_json(img, -1, -1))
+        .map(|img| {
+            let mut shown = summary_json(img, -1, -1);
+            if let Some((tags, digests)) = keep.matching_references(img) {
+                // As dockerd: with a reference filter an image lists only the tags and
+                // digests that matched, so `docker images name:tag` shows that one row.
+                shown["RepoTags"] = json!(tags);
+                shown["RepoDigests"] = json!(digests);
+            }
+            shown
+        })
         .collect();
     out.sort_by_key(|v| std::cmp::Reverse(v["Created"].as_i64().unwrap_or(0)));
     Ok(Json(Value::Array(out)))
@@ -439,10 +448,9 @@ impl<'a> ListFilter<'a> {
         if self.before.is_some_and(|b| created >= b) || self.since.is_some_and(|s| created <= s) {
             return false;
         }
-        if let Some(patterns) = self.filters.get("reference")
-            && !patterns
-                .iter()
-                .any(|p| img.repo_tags.iter().any(|t| reference_matches(p, t)))
+        if let Some((tags, digests)) = self.matching_references(img)
+            && tags.is_empty()
+            && digests.is_empty()
         {
             return false;
         }
@@ -456,12 +464,28 @@ impl<'a> ListFilter<'a> {
     }
 }
 
+impl ListFilter<'_> {
+    /// The tags and digests of `img` a reference filter matched (None without one).
+    fn matching_references(&self, img: &images::Image) -> Option<(Vec<String>, Vec<String>)> {
+        let patterns = self.filters.get("reference")?;
+        let matching = |refs: &[String]| -> Vec<String> {
+            refs.iter()
+                .filter(|t| patterns.iter().any(|p| reference_matches(p, t)))
+                .cloned()
+                .collect()
+        };
+        Some((matching(&img.repo_tags), matching(&img.repo_digests)))
+    }
+}
+
 /// Docker's reference filter: the pattern is matched (as a path glob) against the
 /// familiar `name:tag`, or against the name alone when it has no tag.
 pub fn reference_matches(pattern: &str, repo_tag: &str) -> bool {
-    let tag_at = repo_tag
-        .rfind(':')
-        .filter(|i| !repo_tag[*i..].contains('/'));
+    let tag_at = repo_tag.find('@').or_else(|| {
+        repo_tag
+            .rfind(':')
+            .filter(|i| !repo_tag[*i..].contains('/'))
+    });
     let name = tag_at.map_or(repo_tag, |i| &repo_tag[..i]);
     let pattern_has_tag = pattern
         .rfind(':')

@@ -264,15 +264,73 @@ pub async fn remove(
 }
 
 async fn network_event(st: &AppState, action: &str, id: &str, name: &str, extra: &[(&str, &str)]) {
+    st.events
+        .emit("network", action, id, network_attributes(name, extra))
+        .await;
+}
+
+fn network_attributes(name: &str, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    // Docker's driver names: the predefined host and none networks are not bridges.
+    let driver = match name {
+        "host" => "host",
+        "none" => "null",
+        _ => "bridge",
+    };
     let mut attrs: BTreeMap<String, String> = [
         ("name".to_string(), name.to_string()),
-        ("type".to_string(), "bridge".to_string()),
+        ("type".to_string(), driver.to_string()),
     ]
     .into();
     for (k, v) in extra {
         attrs.insert(k.to_string(), v.to_string());
     }
-    st.events.emit("network", action, id, attrs).await;
+    attrs
+}
+
+/// A network `connect` event when a container starts and `disconnect` when it dies, for
+/// each network it is on, as dockerd emits them (it joins endpoints at start and leaves
+/// them at stop). The networks are netd's live endpoints, or those recorded at create
+/// when netd has none left (an auto-removed container, netd away).
+pub async fn lifecycle_events(st: &AppState, ev: &berth_proto::containers::ContainerEvent) {
+    let action = match ev.action.as_str() {
+        "start" => "connect",
+        "die" => "disconnect",
+        _ => return,
+    };
+    let mut nets: Vec<(String, String)> = live_endpoints(st, &ev.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| (e.network_id, e.network_name))
+        .collect();
+    if nets.is_empty() {
+        let mut c = st.services.containers.clone();
+        let spec = c
+            .get(berth_proto::containers::GetRequest { id: ev.id.clone() })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().spec);
+        let stored: Value = spec
+            .map(|s| serde_json::from_slice(&s.network_settings_json).unwrap_or_default())
+            .unwrap_or_default();
+        if let Some(m) = stored
+            .pointer("/settings/Networks")
+            .and_then(Value::as_object)
+        {
+            for (name, n) in m {
+                let id = n["NetworkID"].as_str().unwrap_or_default();
+                if !id.is_empty() {
+                    nets.push((id.to_string(), name.clone()));
+                }
+            }
+        }
+    }
+    for (id, name) in nets {
+        let attrs = network_attributes(&name, &[("container", &ev.id)]);
+        st.events
+            .emit_at(ev.time_unix_nano, "network", action, &id, attrs)
+            .await;
+    }
 }
 
 /// `POST /networks/prune?filters=`: every custom network no container uses.

@@ -46,6 +46,10 @@ const CONTAINERD_JOURNAL: &str = "containerd";
 /// containerd-svc's lifecycle events (create, start, die, destroy) become Docker events;
 /// journaled ones (seq > 0) move the cursor, so a restart neither loses nor repeats them.
 async fn record(st: &AppState, ev: &cpb::ContainerEvent) {
+    // dockerd's order: the network is connected before the start is reported.
+    if ev.action == "start" {
+        crate::networks::lifecycle_events(st, ev).await;
+    }
     let mut attrs = crate::events::container_attributes(&ev.name, &ev.image_ref, &ev.labels);
     if ev.action == "die" {
         attrs.insert("exitCode".into(), ev.exit_code.to_string());
@@ -70,6 +74,9 @@ async fn record(st: &AppState, ev: &cpb::ContainerEvent) {
     }
     if matches!(ev.action.as_str(), "start" | "die") {
         crate::volumes::mount_events(st, ev).await;
+    }
+    if ev.action == "die" {
+        crate::networks::lifecycle_events(st, ev).await;
     }
 }
 

@@ -222,7 +222,8 @@ pub async fn info(State(st): State<AppState>) -> Json<Value> {
         "Isolation": "",
         "InitBinary": "",
         "SecurityOptions": ["name=seccomp,profile=builtin"],
-        "Warnings": warnings,
+        // dockerd's warnings each start with "WARNING: " (the CLI prints them as given).
+        "Warnings": warnings.iter().map(|w| format!("WARNING: {w}")).collect::<Vec<_>>(),
     }))
 }
 

@@ -114,7 +114,7 @@ fn ping_version_and_errors_without_services() {
     let (code, _, body) = request(&gw.socket, "GET", "/info", "");
     assert_eq!(code, 200);
     assert!(
-        body.contains("the containerd service is unavailable"),
+        body.contains("\"WARNING: berth: the containerd service is unavailable"),
         "{body}"
     );
     assert!(body.contains("\"OSType\":\"linux\""));

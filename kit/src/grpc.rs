@@ -118,7 +118,6 @@ pub fn channel(socket: &Path) -> Channel {
         }))
 }
 
-
 /// The interceptor of [`TracedChannel`].
 pub type InjectFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 

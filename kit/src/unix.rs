@@ -115,7 +115,9 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_an_error() {
-        let long = PathBuf::from("/nonexistent").join("c".repeat(120)).join("s");
+        let long = PathBuf::from("/nonexistent")
+            .join("c".repeat(120))
+            .join("s");
         assert!(bind(&long).is_err());
     }
 }

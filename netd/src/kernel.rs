@@ -13,7 +13,8 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};

@@ -350,11 +350,10 @@ fn bind_console(
 ) -> Result<(std::os::unix::net::UnixListener, PathBuf), ShimError> {
     let path = shim_dir.join(CONSOLE_SOCKET);
     let _ = std::fs::remove_file(&path);
-    let listener =
-        crate::sockpath::bind(&path).map_err(|source| ShimError::Io {
-            what: format!("binding {}", path.display()),
-            source,
-        })?;
+    let listener = crate::sockpath::bind(&path).map_err(|source| ShimError::Io {
+        what: format!("binding {}", path.display()),
+        source,
+    })?;
     Ok((listener, path))
 }
 
@@ -481,8 +480,7 @@ fn bind_api(shim_dir: &std::path::Path) -> Result<std::os::unix::net::UnixListen
     };
     let sock = shim_dir.join("shim.sock");
     let _ = std::fs::remove_file(&sock);
-    let listener =
-        crate::sockpath::bind(&sock).map_err(io("binding shim.sock"))?;
+    let listener = crate::sockpath::bind(&sock).map_err(io("binding shim.sock"))?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
         .map_err(io("chmod shim.sock"))?;
     listener

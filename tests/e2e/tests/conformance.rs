@@ -1,0 +1,133 @@
+//! Defects found trying Berth as a new user would (issue 16), each checked with the real
+//! CLI: a missing working directory is created, `--network host` gives the host's
+//! hostname, `--pid host` shows the host's processes, `--privileged` may mount,
+//! `docker images NAME:TAG` lists that tag only, and a container on a network emits
+//! network connect/disconnect events at start and stop.
+
+use berth_e2e::{berth_with_busybox, step};
+
+#[test]
+fn new_user_defects() {
+    let (_registry, _image, img, berth) = berth_with_busybox("conformance").unwrap();
+
+    step!("run -w DIR creates DIR, as Docker");
+    let out = berth
+        .docker_ok(&["run", "--rm", "-w", "/not/yet/there", &img, "pwd"])
+        .unwrap();
+    assert_eq!(out, "/not/yet/there\n");
+    let out = berth.docker(&["run", "--rm", "-w", "/etc/passwd", &img, "pwd"]);
+    assert!(
+        !out.success() && out.stderr.contains("is not a directory"),
+        "{out}"
+    );
+
+    step!("--network host: the host's hostname; --pid host: the host's processes");
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let out = berth
+        .docker_ok(&["run", "--rm", "--network", "host", &img, "hostname"])
+        .unwrap();
+    assert_eq!(out.trim(), host);
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-h",
+            "mine",
+            &img,
+            "hostname",
+        ])
+        .unwrap();
+    assert_eq!(out.trim(), "mine");
+    let own_pid = std::process::id();
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--pid",
+            "host",
+            &img,
+            "test",
+            "-d",
+            &format!("/proc/{own_pid}"),
+        ])
+        .unwrap();
+    assert_eq!(out, "");
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        &img,
+        "test",
+        "-d",
+        &format!("/proc/{own_pid}"),
+    ]);
+    assert_eq!(
+        out.code, 1,
+        "a private PID namespace hides the host's: {out}"
+    );
+    let out = berth.docker(&["run", "--rm", "--pid", "container:nope", &img, "true"]);
+    assert!(!out.success(), "{out}");
+
+    step!("--privileged: mount works inside");
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--privileged",
+            &img,
+            "sh",
+            "-c",
+            "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t && echo mounted",
+        ])
+        .unwrap();
+    assert_eq!(out, "mounted\n");
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t",
+    ]);
+    assert!(!out.success(), "mount without privileges: {out}");
+
+    step!("docker images NAME:TAG lists that tag only");
+    berth.docker_ok(&["tag", &img, "second:one"]).unwrap();
+    berth.docker_ok(&["tag", &img, "second:two"]).unwrap();
+    let rows = berth
+        .docker_ok(&[
+            "images",
+            "second:two",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ])
+        .unwrap();
+    assert_eq!(rows, "second:two\n");
+    let rows = berth
+        .docker_ok(&["images", "second", "--format", "{{.Tag}}"])
+        .unwrap();
+    let mut tags: Vec<&str> = rows.lines().collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["one", "two"]);
+
+    step!("network connect/disconnect events on start and stop");
+    let subnet = format!("10.219.{}.0/24", std::process::id() % 200);
+    berth
+        .docker_ok(&["network", "create", "--subnet", &subnet, "evnet"])
+        .unwrap();
+    berth
+        .docker_ok(&["run", "--rm", "--network", "evnet", &img, "true"])
+        .unwrap();
+    let got = berth
+        .stored_events(
+            &["network=evnet", "type=network"],
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        )
+        .unwrap();
+    assert_eq!(
+        got,
+        ["create evnet", "connect evnet", "disconnect evnet"],
+        "{got:?}"
+    );
+}
