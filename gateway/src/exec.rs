@@ -182,44 +182,45 @@ pub async fn start(
         .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
     let v = parse_body(&body)?;
     let detach = bool_field(&v, "Detach");
+    // The output is framed unless the *start* request says Tty, as dockerd decides it
+    // (docker-py starts a terminal exec without it and reads frames of the pty's bytes).
+    let tty = bool_field(&v, "Tty");
     let size = |i: usize| {
         v.get("ConsoleSize")
             .and_then(|s| s.get(i))
             .and_then(Value::as_u64)
             .map_or(0, |n| n.min(u32::MAX as u64) as u32)
     };
-    let (in_tx, in_rx) = mpsc::channel::<cpb::ExecStartInput>(16);
-    let _ = in_tx
-        .send(cpb::ExecStartInput {
-            exec_id: id.clone(),
-            detach,
-            console_height: size(0),
-            console_width: size(1),
-            ..Default::default()
-        })
-        .await;
-    let mut c = st.services.containers.clone();
-    let mut stream = call(
-        CONTAINERD,
-        c.exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx)),
-    )
-    .await?;
-    // The first message says the process started (or could not: it then carries the
-    // error); a refusal (no such exec, container stopped) is a status instead.
-    let first = match stream.message().await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Err(ApiError::internal("the exec stream ended at once")),
-        Err(s) => return Err(ApiError::from_status(CONTAINERD, s)),
+    let opening = cpb::ExecStartInput {
+        exec_id: id.clone(),
+        detach,
+        console_height: size(0),
+        console_width: size(1),
+        ..Default::default()
     };
-    let tty = first.tty;
-    if detach {
-        if !first.error.is_empty() {
-            return Err(ApiError::internal(first.error));
-        }
-        return Ok(StatusCode::OK.into_response());
-    }
+    let (in_tx, in_rx) = mpsc::channel::<cpb::ExecStartInput>(16);
+    let _ = in_tx.send(opening).await;
+    let mut c = st.services.containers.clone();
 
-    if !wants_upgrade(&req) {
+    if detach || !wants_upgrade(&req) {
+        let mut stream = call(
+            CONTAINERD,
+            c.exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx)),
+        )
+        .await?;
+        // The first message says the process started (or could not: it then carries
+        // the error); a refusal (no such exec, container stopped) is a status instead.
+        let first = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(ApiError::internal("the exec stream ended at once")),
+            Err(s) => return Err(ApiError::from_status(CONTAINERD, s)),
+        };
+        if detach {
+            if !first.error.is_empty() {
+                return Err(ApiError::internal(first.error));
+            }
+            return Ok(StatusCode::OK.into_response());
+        }
         // Old clients: a plain 200 with the framed output as the body.
         let body = futures_util::stream::unfold(
             (Some(first), Some(stream)),
@@ -244,6 +245,15 @@ pub async fn start(
         return Ok(resp);
     }
 
+    // Hijacked: as dockerd, the connection is switched before the process starts, so no
+    // output can arrive together with the response's headers (a client that reads them
+    // through a buffered reader and then takes the raw socket, as docker-py does, would
+    // lose it). An unknown exec is still a 404 before the switch.
+    call(
+        CONTAINERD,
+        c.exec_inspect(cpb::ExecInspectRequest { id: id.clone() }),
+    )
+    .await?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -253,63 +263,94 @@ pub async fn start(
                 return;
             }
         };
-        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
-        // stdin: the client's bytes until it half-closes (or goes away).
-        let stdin = tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => {
-                        let _ = in_tx
-                            .send(cpb::ExecStartInput {
-                                close_stdin: true,
-                                ..Default::default()
-                            })
-                            .await;
-                        break;
-                    }
-                    Ok(n) => {
-                        let m = cpb::ExecStartInput {
-                            stdin: buf[..n].to_vec(),
-                            ..Default::default()
-                        };
-                        if in_tx.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                }
+        let (rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+        let started = c
+            .exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx))
+            .await;
+        let stream = match started {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                let msg = ApiError::from_status(CONTAINERD, status).message;
+                let _ = wr.write_all(&render_error(&msg, tty)).await;
+                let _ = wr.shutdown().await;
+                return;
             }
-            // Keep the read half (and the request stream) until the output is done; the
-            // task is aborted then.
-            let _keep = (rd, in_tx);
-            std::future::pending::<()>().await;
-        });
-        let mut next = Some(first);
-        loop {
-            let o = match next.take() {
-                Some(o) => o,
-                None => match stream.message().await {
-                    Ok(Some(o)) => o,
-                    Ok(None) => break,
-                    Err(status) => {
-                        let msg = ApiError::from_status(CONTAINERD, status).message;
-                        let _ = wr
-                            .write_all(&frame(STDOUT, format!("{msg}\r\n").as_bytes()))
-                            .await;
-                        break;
-                    }
-                },
-            };
-            let failed = wr.write_all(&render_output(&o, tty)).await.is_err();
-            if failed || o.exited {
-                break;
-            }
-        }
+        };
+        let stdin = tokio::spawn(forward_stdin(rd, in_tx));
+        relay_output(stream, &mut wr, tty).await;
         let _ = wr.flush().await;
         let _ = wr.shutdown().await;
         stdin.abort();
     });
     Ok(upgrade_response(tty))
+}
+
+/// The client's bytes become the process's stdin until it half-closes (or goes away).
+async fn forward_stdin(
+    mut rd: tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>,
+    in_tx: mpsc::Sender<cpb::ExecStartInput>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = in_tx
+                    .send(cpb::ExecStartInput {
+                        close_stdin: true,
+                        ..Default::default()
+                    })
+                    .await;
+                break;
+            }
+            Ok(n) => {
+                let m = cpb::ExecStartInput {
+                    stdin: buf[..n].to_vec(),
+                    ..Default::default()
+                };
+                if in_tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Keep the read half (and the request stream) until the output is done; the task
+    // is aborted then.
+    let _keep = (rd, in_tx);
+    std::future::pending::<()>().await;
+}
+
+/// The process's output to the client until it exits, the stream ends or the client
+/// goes away.
+async fn relay_output(
+    mut stream: tonic::Streaming<cpb::ExecStartOutput>,
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    tty: bool,
+) {
+    loop {
+        let o = match stream.message().await {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            Err(status) => {
+                let msg = ApiError::from_status(CONTAINERD, status).message;
+                let _ = wr.write_all(&render_error(&msg, tty)).await;
+                break;
+            }
+        };
+        if wr.write_all(&render_output(&o, tty)).await.is_err() || o.exited {
+            break;
+        }
+    }
+}
+
+/// An error after the switch, as text on stdout (moby writes it into the stream).
+fn render_error(msg: &str, tty: bool) -> Bytes {
+    render_output(
+        &cpb::ExecStartOutput {
+            error: msg.to_string(),
+            ..Default::default()
+        },
+        tty,
+    )
 }
 
 #[cfg(test)]
