@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2 (and CI's entry point): every gate, in order, as root.
-#   host packages, rustfmt, clippy -D warnings, build of every binary, all tests
+#   host packages, rustfmt, clippy -D warnings, build of every binary, all tests, then
+#   docker-py 7.1.0's own integration suite against a private Berth (tests/docker-py)
 # Exits non-zero if any gate fails; prints how long each phase took.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,7 @@ phase fmt cargo fmt --all -- --check
 phase clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 if phase build cargo build --workspace --bins --locked; then
     phase tests run_tests
+    phase docker-py bash tests/docker-py/run.sh target/debug
 fi
 
 echo

@@ -204,11 +204,15 @@ pub fn classify_start_error(text: &str, arg0: &str) -> StartFailure {
     StartFailure { code, message }
 }
 
-/// As [`classify_start_error`] for `docker exec`: moby records 127 for a missing command,
-/// 126 for any other start failure, and writes the error into the stream
-/// (`OCI runtime exec failed: exec failed: ...: unknown`).
+/// As [`classify_start_error`] for `docker exec`: dockerd records 126 for every exec that
+/// could not start, a missing command included (docker-py's suite asserts it), and
+/// writes the error into the stream (`OCI runtime exec failed: exec failed: ...:
+/// unknown`).
 pub fn classify_exec_error(text: &str, arg0: &str) -> StartFailure {
-    let (code, suffix) = docker_reason(text, arg0).unwrap_or((126, String::new()));
+    let suffix = docker_reason(text, arg0)
+        .map(|(_, s)| s)
+        .unwrap_or_default();
+    let code = 126;
     let mut message = format!("OCI runtime exec failed: exec failed: berth-shim: {text}");
     if !suffix.is_empty() {
         message.push_str(": ");
@@ -409,7 +413,7 @@ mod tests {
     #[test]
     fn exec_errors_map_to_docker_codes() {
         let f = classify_exec_error("executable 'nope' not found in $PATH", "nope");
-        assert_eq!(f.code, 127);
+        assert_eq!(f.code, 126);
         assert!(
             f.message
                 .starts_with("OCI runtime exec failed: exec failed: ")

@@ -291,6 +291,16 @@ pub async fn create(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let (restart_policy, restart_max_retries) = restart_policy(&host_config, auto_remove)?;
+    let runtime = match str_field(&host_config, "Runtime") {
+        "" => DEFAULT_RUNTIME,
+        r if RUNTIMES.contains(&r) => r,
+        // dockerd's wording.
+        r => {
+            return Err(ApiError::bad_request(format!(
+                "unknown or invalid runtime name: {r}"
+            )));
+        }
+    };
     let requested_driver = host_config
         .pointer("/LogConfig/Type")
         .and_then(Value::as_str)
@@ -310,10 +320,21 @@ pub async fn create(
     if log_opts.is_empty() && requested_driver.is_none_or(|d| d == st.info.log_driver) {
         log_opts = st.info.log_opts.clone();
     }
-    if !matches!(log_driver.as_str(), "json-file" | "local" | "none") {
-        return Err(ApiError::not_supported(format!(
-            "the {log_driver} logging driver"
-        )));
+    match log_driver.as_str() {
+        "json-file" | "local" | "none" => {}
+        // Drivers dockerd ships that Berth has not built.
+        "syslog" | "journald" | "gelf" | "fluentd" | "awslogs" | "splunk" | "etwlogs"
+        | "gcplogs" | "logentries" => {
+            return Err(ApiError::not_supported(format!(
+                "the {log_driver} logging driver"
+            )));
+        }
+        // dockerd's wording for a name no driver has (clients match on it).
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "logger: no log driver named '{log_driver}' is registered"
+            )));
+        }
     }
     let mut s = st.services.clone();
     if !name.is_empty() {
@@ -476,7 +497,7 @@ pub async fn create(
             crate::volumes::volume_event(&st, "create", &m.name).await;
         }
         // The CLI files the default network's settings under "default".
-        let primary = crate::networks::endpoint_settings(
+        let mut primary = crate::networks::endpoint_settings(
             endpoints_config
                 .get(&network_mode)
                 .or_else(|| endpoints_config.get(str_field(&host_config, "NetworkMode")))
@@ -486,6 +507,10 @@ pub async fn create(
                         .filter(|_| network_mode == "bridge")
                 }),
         );
+        // Before API 1.44 the MAC address came in Config (docker-py still sends it there).
+        if primary.mac_address.is_empty() {
+            primary.mac_address = str_field(&req, "MacAddress").to_string();
+        }
         // The primary network first (it gets eth0, the default route and the published
         // ports), then the others the request names.
         let mut endpoints = Vec::new();
@@ -523,6 +548,8 @@ pub async fn create(
                     ipv4_address: settings.ipv4_address,
                     ports,
                     dns_servers: dns_servers.clone(),
+                    mac_address: settings.mac_address,
+                    settings_json: settings.given,
                 }),
             )
             .await?;
@@ -592,6 +619,7 @@ pub async fn create(
                 "LogConfig".into(),
                 json!({"Type": log_driver, "Config": log_opts}),
             );
+            o.insert("Runtime".into(), json!(runtime));
         }
         let spec = cpb::ContainerSpec {
             id: id.clone(),
@@ -1051,6 +1079,7 @@ pub fn inspect_json(c: &cpb::Container, log_path: &str) -> Value {
 pub async fn inspect(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    api: Option<axum::Extension<crate::RequestedApi>>,
 ) -> Result<Json<Value>, ApiError> {
     let c = get_container(&st, &id).await?;
     let spec = spec_of(&c);
@@ -1078,6 +1107,26 @@ pub async fn inspect(
     {
         doc["NetworkSettings"] =
             crate::networks::network_settings(&eps, &mode, &exposed_of(&stored));
+    }
+    if api.is_some_and(|a| a.0.0 < (1, 45)) {
+        // Before API 1.45 dockerd listed the container's short ID among the aliases of
+        // its endpoints on user-defined networks (clients of that era expect it).
+        let short = &spec.id[..spec.id.len().min(12)];
+        if let Some(nets) = doc
+            .pointer_mut("/NetworkSettings/Networks")
+            .and_then(Value::as_object_mut)
+        {
+            for (name, ep) in nets.iter_mut() {
+                if crate::networks::is_predefined(name) || ep["NetworkID"] == "" {
+                    continue;
+                }
+                let mut aliases: Vec<Value> = ep["Aliases"].as_array().cloned().unwrap_or_default();
+                if !aliases.iter().any(|a| a == short) {
+                    aliases.push(json!(short));
+                }
+                ep["Aliases"] = json!(aliases);
+            }
+        }
     }
     Ok(Json(doc))
 }
@@ -1315,6 +1364,13 @@ pub async fn restart(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The OCI runtimes `docker info` lists and `--runtime` accepts. Clients expect Docker's
+/// default, `runc`: here it names berth-shim, which runs containers with youki's
+/// libcontainer (an OCI runtime).
+pub const RUNTIMES: [&str; 2] = ["runc", "berth-shim"];
+/// The runtime of a container created without `--runtime`.
+pub const DEFAULT_RUNTIME: &str = "runc";
+
 /// `POST /containers/{id}/kill?signal=`.
 pub async fn kill(
     State(st): State<AppState>,
@@ -1338,6 +1394,19 @@ pub async fn kill(
         signal
     };
     container_event(&st, &c, "kill", &[("signal", &shown)]).await;
+    let sigkill = matches!(
+        shown.to_ascii_uppercase().trim_start_matches("SIG"),
+        "KILL" | "9"
+    );
+    if sigkill {
+        // As dockerd: a SIGKILL answers once the container is no longer running (a
+        // `rm` right after `kill` must not find it running), waiting at most 10 s.
+        let wait = client.wait(cpb::WaitRequest {
+            id: spec_of(&c).id,
+            condition: "not-running".into(),
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

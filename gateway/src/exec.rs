@@ -18,19 +18,30 @@ use std::collections::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+/// A field of a request object, matched as dockerd's Go decoder matches it: exactly, or
+/// else ignoring case (docker-py sends `detachKeys`).
+fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).or_else(|| {
+        v.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, x)| x)
+    })
+}
+
 fn bool_field(v: &Value, key: &str) -> bool {
-    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+    field(v, key).and_then(Value::as_bool).unwrap_or(false)
 }
 
 fn str_field(v: &Value, key: &str) -> String {
-    v.get(key)
+    field(v, key)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
 }
 
 fn strings_field(v: &Value, key: &str) -> Vec<String> {
-    match v.get(key) {
+    match field(v, key) {
         Some(Value::Array(a)) => a
             .iter()
             .filter_map(|x| x.as_str().map(str::to_string))
@@ -249,11 +260,21 @@ pub async fn start(
     // output can arrive together with the response's headers (a client that reads them
     // through a buffered reader and then takes the raw socket, as docker-py does, would
     // lose it). An unknown exec is still a 404 before the switch.
-    call(
+    let info = call(
         CONTAINERD,
         c.exec_inspect(cpb::ExecInspectRequest { id: id.clone() }),
     )
     .await?;
+    let cfg = info.config.unwrap_or_default();
+    // As dockerd: the detach keys act on a terminal's input only (piped input passes
+    // through whole).
+    let detector = if cfg.tty && cfg.attach_stdin {
+        Some(crate::detach::Detector::new(crate::detach::parse(
+            &cfg.detach_keys,
+        )?))
+    } else {
+        None
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -276,21 +297,40 @@ pub async fn start(
                 return;
             }
         };
-        let stdin = tokio::spawn(forward_stdin(rd, in_tx));
-        relay_output(stream, &mut wr, tty).await;
+        let (detached_tx, detached) = tokio::sync::oneshot::channel::<()>();
+        let mut stdin = tokio::spawn(forward_stdin(rd, in_tx, detector, detached_tx));
+        let mut stream = stream;
+        let detached = tokio::select! {
+            () = relay_output(&mut stream, &mut wr, tty) => false,
+            Ok(()) = detached => true,
+        };
         let _ = wr.flush().await;
         let _ = wr.shutdown().await;
-        stdin.abort();
+        if detached {
+            // The connection ends; the process runs on with its stdin open (as dockerd),
+            // its output read and dropped until it exits.
+            let keep = (&mut stdin).await.ok().flatten();
+            tokio::spawn(async move {
+                let _stdin = keep;
+                while let Ok(Some(_)) = stream.message().await {}
+            });
+        } else {
+            stdin.abort();
+        }
     });
     Ok(upgrade_response(tty))
 }
 
-/// The client's bytes become the process's stdin until it half-closes (or goes away).
+/// The client's bytes become the process's stdin until it half-closes (or goes away), or
+/// types the detach keys (`detector`): then `detached` is told and the stdin stays open.
 async fn forward_stdin(
     mut rd: tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>,
     in_tx: mpsc::Sender<cpb::ExecStartInput>,
-) {
+    mut detector: Option<crate::detach::Detector>,
+    detached: tokio::sync::oneshot::Sender<()>,
+) -> Option<mpsc::Sender<cpb::ExecStartInput>> {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut detached = Some(detached);
     loop {
         match rd.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -303,12 +343,27 @@ async fn forward_stdin(
                 break;
             }
             Ok(n) => {
-                let m = cpb::ExecStartInput {
-                    stdin: buf[..n].to_vec(),
-                    ..Default::default()
+                let (stdin, detaching) = match detector.as_mut() {
+                    Some(d) => {
+                        let s = d.scan(&buf[..n]);
+                        (s.forward, s.detached)
+                    }
+                    None => (buf[..n].to_vec(), false),
                 };
-                if in_tx.send(m).await.is_err() {
-                    break;
+                if !stdin.is_empty() {
+                    let m = cpb::ExecStartInput {
+                        stdin,
+                        ..Default::default()
+                    };
+                    if in_tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+                if detaching {
+                    if let Some(tx) = detached.take() {
+                        let _ = tx.send(());
+                    }
+                    return Some(in_tx);
                 }
             }
         }
@@ -316,13 +371,13 @@ async fn forward_stdin(
     // Keep the read half (and the request stream) until the output is done; the task
     // is aborted then.
     let _keep = (rd, in_tx);
-    std::future::pending::<()>().await;
+    std::future::pending().await
 }
 
 /// The process's output to the client until it exits, the stream ends or the client
 /// goes away.
 async fn relay_output(
-    mut stream: tonic::Streaming<cpb::ExecStartOutput>,
+    stream: &mut tonic::Streaming<cpb::ExecStartOutput>,
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     tty: bool,
 ) {
@@ -367,6 +422,12 @@ mod tests {
         assert_eq!((c.working_dir.as_str(), c.user.as_str()), ("/tmp", "1000"));
         assert!(c.attach_stdin && c.attach_stdout && !c.attach_stderr);
         assert!(!c.tty);
+        // Any case, as dockerd's decoder (docker-py sends detachKeys).
+        let c = exec_config(&json!({"cmd": ["true"], "detachKeys": "ctrl-p"})).unwrap();
+        assert_eq!(
+            (c.cmd.as_slice(), c.detach_keys.as_str()),
+            (&["true".to_string()][..], "ctrl-p")
+        );
         assert!(
             exec_config(&json!({"Cmd": ["sh"], "Tty": true}))
                 .unwrap()

@@ -98,7 +98,17 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
         data: data.to_vec(),
     });
     let mut client = st.services.images.clone();
-    let loaded = crate::upload::call_fed(call(IMAGED, client.load(chunks)), fed).await?;
+    let loaded = match crate::upload::call_fed(call(IMAGED, client.load(chunks)), fed).await {
+        Ok(l) => l,
+        // As dockerd: a bad archive is told in the answer's JSON stream (clients raise
+        // it from there: docker-py's ImageLoadError); a service away stays a 503.
+        Err(e) if e.status.is_client_error() => {
+            return Ok(json_stream_response(crate::images::stream_error_json(
+                &e.message,
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let mut out = String::new();
     for line in &loaded.loaded {
         out.push_str(&json!({"stream": format!("{line}\n")}).to_string());
@@ -111,12 +121,16 @@ pub async fn load(st: AppState, body: Body) -> Result<Response, ApiError> {
             .emit("image", "load", name, Default::default())
             .await;
     }
-    let mut resp = (StatusCode::OK, out).into_response();
+    Ok(json_stream_response(out))
+}
+
+fn json_stream_response(body: String) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
 }
 
 /// `docker import` (`POST /images/create?fromSrc=-&repo=&tag=&message=&changes=`): the
@@ -147,12 +161,7 @@ pub async fn import(
         .await;
     let mut out = json!({"status": done.id}).to_string();
     out.push_str("\r\n");
-    let mut resp = (StatusCode::OK, out).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+    Ok(json_stream_response(out))
 }
 
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: the container's
@@ -187,9 +196,14 @@ pub async fn commit(
     let frozen = cpb::PauseRequest {
         id: spec.id.clone(),
     };
-    if freeze {
-        call(CONTAINERD, containers.pause(frozen.clone())).await?;
-    }
+    // A container that exits between the look and the freeze has nothing left to
+    // freeze: it is committed as it stopped (a 409 there would fail a valid commit).
+    let freeze = freeze
+        && match call(CONTAINERD, containers.pause(frozen.clone())).await {
+            Ok(_) => true,
+            Err(e) if e.status == StatusCode::CONFLICT => false,
+            Err(e) => return Err(e),
+        };
     let done = call(IMAGED, client.commit(req)).await;
     if freeze && let Err(e) = call(CONTAINERD, containers.unpause(frozen)).await {
         tracing::warn!(container = %spec.id, "unpausing after the commit: {}", e.message);

@@ -514,7 +514,7 @@ pub fn summary_json(img: &images::Image, shared_size: i64, containers: i64) -> V
     let labels = cfg.pointer("/config/Labels").cloned().unwrap_or(json!({}));
     json!({
         "Id": img.id,
-        "ParentId": "",
+        "ParentId": img.parent,
         "RepoTags": img.repo_tags,
         "RepoDigests": img.repo_digests,
         "Created": unix_created(img),
@@ -532,7 +532,7 @@ pub fn inspect_json(img: &images::Image) -> Value {
         "Id": img.id,
         "RepoTags": img.repo_tags,
         "RepoDigests": img.repo_digests,
-        "Parent": "",
+        "Parent": img.parent,
         "Comment": cfg.get("comment").cloned().unwrap_or(json!("")),
         "Created": if img.created.is_empty() { ZERO_TIME.to_string() } else { img.created.clone() },
         "DockerVersion": cfg.get("docker_version").cloned().unwrap_or(json!("")),

@@ -295,6 +295,15 @@ async fn name_span_after_route(
 /// Strips `/v1.NN` (as moby registers every route with and without it), refuses versions
 /// outside what Berth speaks, and sets Docker's headers on every response.
 pub async fn version_middleware(mut req: Request, next: Next) -> Response {
+    let asked = req
+        .uri()
+        .path()
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(parse_version)
+        .or_else(|| parse_version(API_VERSION))
+        .unwrap_or((1, 50));
+    req.extensions_mut().insert(RequestedApi(asked));
     let mut resp = match strip_version(req.uri()) {
         Err(e) => e.into_response(),
         Ok(None) => next.run(req).await,
@@ -312,6 +321,11 @@ pub async fn version_middleware(mut req: Request, next: Next) -> Response {
     }
     resp
 }
+
+/// The API version a request asked for (its `/v1.NN` prefix; the newest without one):
+/// answers whose shape changed between versions follow it, as dockerd's do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestedApi(pub (u32, u32));
 
 /// `Ok(Some(uri))` when the path had a version prefix that is in range.
 fn strip_version(uri: &Uri) -> Result<Option<Uri>, ApiError> {

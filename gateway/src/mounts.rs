@@ -599,11 +599,6 @@ impl Plan {
             .get("VolumeDriver")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !driver.is_empty() && driver != "local" {
-            return Err(ApiError::bad_request(format!(
-                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
-            )));
-        }
         let mut points: BTreeMap<String, MountPoint> = BTreeMap::new();
         for mp in volumes_from {
             points.insert(mp.destination.clone(), mp);
@@ -669,6 +664,16 @@ impl Plan {
                     driver_options: BTreeMap::new(),
                 },
             });
+        }
+        // dockerd looks the driver up only for a volume it has to create: a container
+        // with none is created with the name recorded.
+        let makes_volumes = points
+            .values()
+            .any(|p| matches!(p.kind, Kind::Volume { .. }));
+        if makes_volumes && !driver.is_empty() && driver != "local" {
+            return Err(ApiError::bad_request(format!(
+                "error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
         }
         Ok(Self { points })
     }
@@ -1090,7 +1095,7 @@ mod tests {
             "Duplicate mount point: /x"
         );
         assert_eq!(
-            dup(json!({"VolumeDriver": "flocker"})),
+            dup(json!({"VolumeDriver": "flocker", "Binds": ["/x"]})),
             "error looking up volume plugin flocker: plugin \"flocker\" not found"
         );
     }

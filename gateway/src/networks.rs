@@ -21,6 +21,47 @@ pub fn is_predefined(name: &str) -> bool {
     matches!(name, "bridge" | "host" | "none")
 }
 
+/// The IPAM object of inspect: as the client gave it at create (dockerd shows it back:
+/// null where it sent null), the allocated subnet and gateway filling what it left out.
+fn ipam_json(n: &npb::Network, allocated: Value) -> Value {
+    let given: Value = serde_json::from_str(&n.ipam_json).unwrap_or(Value::Null);
+    let Some(given) = given.as_object() else {
+        return json!({"Driver": "default", "Options": {}, "Config": allocated});
+    };
+    let driver = given
+        .get("Driver")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("default");
+    let mut config: Vec<Value> = given
+        .get("Config")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // Fields given as null are left out, as dockerd's omitempty leaves them.
+    for c in &mut config {
+        if let Some(o) = c.as_object_mut() {
+            o.retain(|_, v| !v.is_null());
+        }
+    }
+    match (config.first_mut(), allocated.get(0)) {
+        (Some(first), Some(a)) => {
+            for k in ["Subnet", "Gateway"] {
+                if first.get(k).is_none() {
+                    first[k] = a[k].clone();
+                }
+            }
+        }
+        (None, Some(_)) => config = allocated.as_array().cloned().unwrap_or_default(),
+        _ => {}
+    }
+    json!({
+        "Driver": driver,
+        "Options": given.get("Options").cloned().unwrap_or(Value::Null),
+        "Config": config,
+    })
+}
+
 /// `docker network inspect`'s document. `endpoints` fills `Containers`.
 pub fn network_json(n: &npb::Network, endpoints: &[npb::Endpoint]) -> Value {
     let config = if n.subnet.is_empty() {
@@ -64,7 +105,7 @@ pub fn network_json(n: &npb::Network, endpoints: &[npb::Endpoint]) -> Value {
         "Driver": n.driver,
         "EnableIPv4": true,
         "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        "IPAM": ipam_json(n, config),
         "Internal": n.internal,
         "Attachable": false,
         "Ingress": false,
@@ -172,19 +213,22 @@ pub async fn inspect(
 
 /// `POST /networks/create`.
 pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    // Every field may come as null (docker-py sends them so).
     #[derive(serde::Deserialize, Default)]
     #[serde(default, rename_all = "PascalCase")]
     struct IpamConfig {
-        subnet: String,
+        subnet: Option<String>,
         #[serde(rename = "IPRange")]
-        ip_range: String,
-        gateway: String,
+        ip_range: Option<String>,
+        gateway: Option<String>,
+        auxiliary_addresses: Option<HashMap<String, String>>,
     }
     #[derive(serde::Deserialize, Default)]
     #[serde(default, rename_all = "PascalCase")]
     struct Ipam {
-        driver: String,
+        driver: Option<String>,
         config: Option<Vec<IpamConfig>>,
+        options: Option<HashMap<String, String>>,
     }
     #[derive(serde::Deserialize, Default)]
     #[serde(default, rename_all = "PascalCase")]
@@ -204,23 +248,43 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
     if req.name.is_empty() {
         return Err(ApiError::bad_request("network name must not be empty"));
     }
+    // Kept as given, to be shown back by inspect.
+    let ipam_given = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("IPAM")
+                .filter(|i| i.is_object())
+                .map(Value::to_string)
+        })
+        .unwrap_or_default();
     if req.enable_ipv6 == Some(true) {
         return Err(ApiError::not_supported("IPv6 networks (--ipv6)"));
     }
     let ipam = req.ipam.unwrap_or_default();
-    if !matches!(ipam.driver.as_str(), "" | "default") {
+    let ipam_driver = ipam.driver.unwrap_or_default();
+    if !matches!(ipam_driver.as_str(), "" | "default") {
         return Err(ApiError::not_supported(format!(
-            "the {} IPAM driver",
-            ipam.driver
+            "the {ipam_driver} IPAM driver"
         )));
+    }
+    if ipam.options.is_some_and(|o| !o.is_empty()) {
+        return Err(ApiError::not_supported("IPAM driver options"));
     }
     let configs = ipam.config.unwrap_or_default();
     if configs.len() > 1 {
         return Err(ApiError::not_supported("more than one subnet per network"));
     }
     let cfg = configs.into_iter().next().unwrap_or_default();
-    if cfg.subnet.contains(':') {
+    let subnet = cfg.subnet.unwrap_or_default();
+    if subnet.contains(':') {
         return Err(ApiError::not_supported("IPv6 subnets"));
+    }
+    for aux in cfg.auxiliary_addresses.unwrap_or_default().values() {
+        if aux.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(ApiError::bad_request(format!(
+                "invalid auxiliary address {aux:?}"
+            )));
+        }
     }
     let mut c = st.services.networks.clone();
     let n = call(
@@ -228,12 +292,13 @@ pub async fn create(State(st): State<AppState>, body: Bytes) -> Result<Response,
         c.create_network(npb::CreateNetworkRequest {
             name: req.name,
             driver: req.driver,
-            subnet: cfg.subnet,
-            gateway: cfg.gateway,
-            ip_range: cfg.ip_range,
+            subnet,
+            gateway: cfg.gateway.unwrap_or_default(),
+            ip_range: cfg.ip_range.unwrap_or_default(),
             internal: req.internal,
             labels: req.labels.unwrap_or_default(),
             options: req.options.unwrap_or_default(),
+            ipam_json: ipam_given,
         }),
     )
     .await?;
@@ -383,6 +448,9 @@ pub async fn prune(
 pub struct EndpointSettings {
     pub aliases: Vec<String>,
     pub ipv4_address: String,
+    pub mac_address: String,
+    /// The object as given, shown back in inspect ('' when there was none).
+    pub given: String,
 }
 
 /// Parses one `EndpointSettings` object of the API.
@@ -404,9 +472,20 @@ pub fn endpoint_settings(v: Option<&Value>) -> EndpointSettings {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let mac_address = v
+        .get("MacAddress")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     EndpointSettings {
         aliases,
         ipv4_address,
+        mac_address,
+        given: if v.is_object() {
+            v.to_string()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -431,6 +510,17 @@ pub async fn connect(
     let ctr = get_container(&st, &req.container).await?;
     let spec = ctr.spec.unwrap_or_default();
     let settings = endpoint_settings(req.endpoint_config.as_ref());
+    let n = network(&st, id.clone()).await?;
+    if is_connected(&st, &spec.id, &n.id).await {
+        // dockerd's answer to a second connect.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "endpoint with name {} already exists in network {}",
+                spec.name, n.name
+            ),
+        ));
+    }
     let mut c = st.services.networks.clone();
     let ep = call_within(
         NETD,
@@ -443,6 +533,8 @@ pub async fn connect(
             ipv4_address: settings.ipv4_address,
             ports: Vec::new(),
             dns_servers: Vec::new(),
+            mac_address: settings.mac_address,
+            settings_json: settings.given,
         }),
     )
     .await?;
@@ -470,6 +562,13 @@ pub async fn disconnect(
     let spec = ctr.spec.unwrap_or_default();
     let mut c = st.services.networks.clone();
     let n = network(&st, id).await?;
+    if !is_connected(&st, &spec.id, &n.id).await {
+        // dockerd's wording (an untyped error there: 500).
+        return Err(ApiError::internal(format!(
+            "container {} is not connected to network {}",
+            spec.id, n.name
+        )));
+    }
     call(
         NETD,
         c.remove_endpoint(npb::RemoveEndpointRequest {
@@ -487,6 +586,13 @@ pub async fn disconnect(
     )
     .await;
     Ok(StatusCode::OK)
+}
+
+/// Whether netd has an endpoint of `container_id` on network `network_id`.
+async fn is_connected(st: &AppState, container_id: &str, network_id: &str) -> bool {
+    live_endpoints(st, container_id)
+        .await
+        .is_some_and(|eps| eps.iter().any(|e| e.network_id == network_id))
 }
 
 /// The container's endpoints now, or None when netd cannot say (callers fall back to
@@ -568,13 +674,16 @@ pub fn network_settings(
 ) -> Value {
     let mut networks = Map::new();
     for ep in endpoints {
+        // What the client gave is shown as given (null where it gave nothing), as dockerd.
+        let given: Value = serde_json::from_str(&ep.settings_json).unwrap_or(Value::Null);
+        let as_given = |k: &str| given.get(k).cloned().unwrap_or(Value::Null);
         networks.insert(
             ep.network_name.clone(),
             json!({
-                "IPAMConfig": null, "Links": null,
+                "IPAMConfig": as_given("IPAMConfig"), "Links": as_given("Links"),
                 "Aliases": if ep.aliases.is_empty() { Value::Null } else { json!(ep.aliases) },
                 "MacAddress": ep.mac_address,
-                "DriverOpts": null, "GwPriority": 0, "NetworkID": ep.network_id, "EndpointID": ep.endpoint_id,
+                "DriverOpts": as_given("DriverOpts"), "GwPriority": as_given("GwPriority").as_i64().unwrap_or(0), "NetworkID": ep.network_id, "EndpointID": ep.endpoint_id,
                 "Gateway": ep.gateway, "IPAddress": ep.ip_address, "IPPrefixLen": ep.prefix_len,
                 "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
                 "DNSNames": if ep.dns_names.is_empty() { Value::Null } else { json!(ep.dns_names) },

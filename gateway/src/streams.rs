@@ -201,8 +201,9 @@ pub async fn logs(
             .parse::<i64>()
             .map_err(|_| ApiError::bad_request(format!("invalid tail value: {n}")))?,
     };
-    let follow = query_bool(&q, "follow")
-        && (c.state == "running" || c.state == "paused" || c.state == "restarting");
+    let follow_asked = query_bool(&q, "follow");
+    let follow =
+        follow_asked && (c.state == "running" || c.state == "paused" || c.state == "restarting");
     let timestamps = query_bool(&q, "timestamps");
     let req = lpb::ReadRequest {
         container_id: spec.id,
@@ -221,7 +222,9 @@ pub async fn logs(
         timestamps,
         details,
         tty,
-        merge: !follow,
+        // A client that asked to follow iterates frames (docker-py's run(stream=True)),
+        // whether or not the container still runs.
+        merge: !follow_asked,
     });
     let body = futures_util::stream::unfold(Some(stream), move |state| {
         let how = how.clone();
@@ -261,13 +264,12 @@ pub async fn attach(
 ) -> Result<Response, ApiError> {
     let c = get_container(&st, &id).await?;
     let spec = c.spec.clone().unwrap_or_default();
-    if query_bool(&q, "logs") {
-        return Err(ApiError::not_supported("attach with logs=1"));
-    }
     let detach_keys = crate::detach::parse(q.get("detachKeys").map_or("", String::as_str))?;
     let stdout = query_bool_or(&q, "stdout", false);
     let stderr = query_bool_or(&q, "stderr", false);
     let stream_output = query_bool(&q, "stream") && (stdout || stderr);
+    // logs=1: everything logged so far first (then the live output when streaming).
+    let replay = query_bool(&q, "logs") && (stdout || stderr);
     // Docker ignores stdin=1 for a container created without -i.
     let stream_input = query_bool(&q, "stdin") && spec.open_stdin;
     let stdin_once = serde_json::from_slice::<serde_json::Value>(&spec.config_json)
@@ -276,31 +278,36 @@ pub async fn attach(
         .unwrap_or(false);
     let tty = spec.tty;
 
-    // Subscribe before answering, so nothing written after this point is missed.
+    let read = lpb::ReadRequest {
+        container_id: spec.id.clone(),
+        follow: stream_output,
+        tail: if replay { -1 } else { 0 },
+        since_unix_nano: 0,
+        until_unix_nano: 0,
+        stdout,
+        stderr,
+        live_only: !replay,
+    };
+    // Live output only: subscribe before answering, so nothing written after this point
+    // is missed. A replay reads from the start whenever it begins: on a hijacked
+    // connection, after the switch (as dockerd), so the history does not arrive with
+    // the response's headers, where a client reading them buffered would lose it.
     let subscribed_at = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let follower = if stream_output {
+    let read_now = (stream_output && !replay) || (replay && !wants_upgrade(&req));
+    let follower = if read_now {
         let mut client = st.services.logs.clone();
-        let r = lpb::ReadRequest {
-            container_id: spec.id.clone(),
-            follow: true,
-            tail: 0,
-            since_unix_nano: 0,
-            until_unix_nano: 0,
-            stdout,
-            stderr,
-            live_only: true,
-        };
-        Some(call(LOGD, client.read(r)).await?)
+        Some(call(LOGD, client.read(read.clone())).await?)
     } else {
         None
     };
+    let read_after_switch = (replay && follower.is_none()).then_some(read);
     let mut resume = Resume {
         client: st.services.logs.clone(),
         container_id: spec.id.clone(),
         stdout,
         stderr,
         sent: Sent {
-            last_time: subscribed_at,
+            last_time: if replay { 0 } else { subscribed_at },
             ..Default::default()
         },
     };
@@ -342,6 +349,17 @@ pub async fn attach(
             }
         };
         let (reader, mut io) = tokio::io::split(TokioIo::new(upgraded));
+        let mut follower = follower;
+        if let Some(r) = read_after_switch {
+            let mut client = resume.client.clone();
+            match client.read(r).await {
+                Ok(s) => follower = Some(s.into_inner()),
+                Err(status) => {
+                    let msg = ApiError::from_status(LOGD, status).message;
+                    let _ = io.write_all(&frame(SYSERR, msg.as_bytes())).await;
+                }
+            }
+        }
         let (input_tx, mut input) = tokio::sync::watch::channel(InputState::Open);
         let input_state = input.clone();
         let mut client_left = false;
@@ -349,7 +367,8 @@ pub async fn attach(
             let pump = StdinPump {
                 containers,
                 container_id: container_id.clone(),
-                detector: crate::detach::Detector::new(detach_keys),
+                // As dockerd: the detach keys act on a terminal's input only.
+                detector: crate::detach::Detector::new(if tty { detach_keys } else { Vec::new() }),
                 stdin_once,
             };
             tokio::spawn(pump.run(reader, input_tx));

@@ -337,6 +337,7 @@ impl Imaged {
             created: now,
             os: parent.os,
             architecture: parent.architecture,
+            parent: parent.id,
         };
         self.store()
             .commit_local_image(&row, reference.as_deref())
@@ -505,6 +506,7 @@ impl Imaged {
             created: now,
             os: platform.os,
             architecture: platform.arch,
+            parent: String::new(),
         };
         self.store()
             .commit_local_image(&row, reference.as_deref())

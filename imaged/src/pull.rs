@@ -543,6 +543,7 @@ impl Imaged {
             created: doc.created.unwrap_or_default(),
             os: doc.os,
             architecture: doc.architecture,
+            parent: String::new(),
         };
         let previous = self
             .store()
@@ -792,6 +793,7 @@ impl Imaged {
             diff_ids,
             os: row.os,
             architecture: row.architecture,
+            parent: row.parent,
         })
     }
 }

@@ -430,6 +430,7 @@ impl Imaged {
                 created: doc.created.unwrap_or_default(),
                 os: doc.os,
                 architecture: doc.architecture,
+                parent: String::new(),
             };
             let tags = entry.repo_tags.unwrap_or_default();
             if tags.is_empty() {

@@ -25,6 +25,8 @@ pub struct ImageRow {
     pub os: String,
     /// The config's `architecture`.
     pub architecture: String,
+    /// The local image this one was made from ('' when pulled or loaded).
+    pub parent: String,
 }
 
 /// One layer row.
@@ -217,7 +219,7 @@ impl Store {
     /// The image row by exact ID.
     pub async fn image(&self, id: &str) -> Result<Option<ImageRow>> {
         Ok(sqlx::query_as::<_, ImageRow>(
-            "SELECT id, config, manifest_digest, diff_ids, size, created, os, architecture
+            "SELECT id, config, manifest_digest, diff_ids, size, created, os, architecture, parent
              FROM images WHERE id = ?",
         )
         .bind(id)
@@ -228,7 +230,7 @@ impl Store {
     /// Every image row, newest pull first.
     pub async fn images(&self) -> Result<Vec<ImageRow>> {
         Ok(sqlx::query_as::<_, ImageRow>(
-            "SELECT id, config, manifest_digest, diff_ids, size, created, os, architecture
+            "SELECT id, config, manifest_digest, diff_ids, size, created, os, architecture, parent
              FROM images ORDER BY pulled_at DESC",
         )
         .fetch_all(&self.pool)
@@ -320,8 +322,8 @@ impl Store {
 async fn insert_image(tx: &mut sqlx::SqliteConnection, row: &ImageRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO images (id, config, manifest_digest, diff_ids, size, created, os,
-                             architecture, pulled_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                             architecture, pulled_at, parent)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT(id) DO NOTHING",
     )
     .bind(&row.id)
@@ -333,6 +335,7 @@ async fn insert_image(tx: &mut sqlx::SqliteConnection, row: &ImageRow) -> Result
     .bind(&row.os)
     .bind(&row.architecture)
     .bind(chrono::Utc::now().to_rfc3339())
+    .bind(&row.parent)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -64,6 +64,7 @@ pub fn endpoint_pb(v: &EndpointView) -> pb::Endpoint {
         ports: v.ports.iter().map(port_pb).collect(),
         interface_name: ep.ifname.clone(),
         container_name: v.container_name.clone(),
+        settings_json: ep.settings.clone(),
     }
 }
 
@@ -83,6 +84,7 @@ pub fn network_pb(n: &NetworkRow) -> pb::Network {
         internal: n.internal,
         ip_range: n.ip_range.clone(),
         options,
+        ipam_json: n.ipam.clone(),
     }
 }
 
@@ -131,6 +133,8 @@ impl Networks for NetworksService {
                 ipv4_address: r.ipv4_address,
                 ports,
                 dns_servers: r.dns_servers,
+                mac_address: r.mac_address,
+                settings_json: r.settings_json,
             })
             .await?;
         let view = self.netd.endpoint_view(&ep.container_id, &net.id).await?;
@@ -215,6 +219,7 @@ impl Networks for NetworksService {
                 internal: r.internal,
                 labels: r.labels,
                 options: r.options,
+                ipam_json: r.ipam_json,
             })
             .await?;
         Ok(Response::new(network_pb(&n)))

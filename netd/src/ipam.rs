@@ -15,6 +15,19 @@ pub struct Addressing {
     pub ip_range: Option<Ipv4Net>,
 }
 
+/// The `AuxiliaryAddresses` of the first `Config` of an IPAM object as given.
+pub fn auxiliary_addresses(ipam_json: &str) -> Vec<Ipv4Addr> {
+    let v: serde_json::Value = serde_json::from_str(ipam_json).unwrap_or_default();
+    v.pointer("/Config/0/AuxiliaryAddresses")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|a| a.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Addressing {
     /// The gateway with the subnet's prefix, as configured on the bridge.
     pub fn gateway_net(&self) -> Ipv4Net {

@@ -72,6 +72,24 @@ pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff` (Docker's --mac-address); a multicast address is refused,
+/// as no interface may have one.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    if parts.next().is_some() || mac[0] & 1 == 1 {
+        return None;
+    }
+    Some(mac)
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter()
@@ -93,6 +111,24 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_parse_as_docker_takes_them() {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:0a"),
+            Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x0a])
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:0a:01",
+            "01:00:5e:00:00:01",
+            "zz:42:ac:11:00:0a",
+            "2:42:ac:11:00:0a",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
 
     const ID: &str = "3f9a1c0b2d4e5f60718293a4b5c6d7e8f90123456789abcdef0123456789abcd";
 

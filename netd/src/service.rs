@@ -62,6 +62,10 @@ pub struct EndpointRequest {
     pub ipv4_address: String,
     pub ports: Vec<store::PortRequest>,
     pub dns_servers: Vec<String>,
+    /// `--mac-address`; empty = derived from the IP.
+    pub mac_address: String,
+    /// The EndpointSettings JSON the client gave.
+    pub settings_json: String,
 }
 
 /// What `docker network create` asks for.
@@ -75,6 +79,8 @@ pub struct NetworkRequest {
     pub internal: bool,
     pub labels: std::collections::HashMap<String, String>,
     pub options: std::collections::HashMap<String, String>,
+    /// The IPAM object as given (JSON).
+    pub ipam_json: String,
 }
 
 /// Finds a network by name, full id or unique id prefix (Docker's lookup order).
@@ -109,23 +115,15 @@ fn validate_bridge_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Docker's network name rule.
+/// dockerd takes any name ("test 01" included): only an empty one, or one with control
+/// characters (which would corrupt listings and logs), is refused.
 fn validate_network_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(NetError::InvalidArgument(format!(
-            "invalid network name \"{name}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )))
+    if name.trim().is_empty() || name.chars().any(char::is_control) || name.len() > 255 {
+        return Err(NetError::InvalidArgument(format!(
+            "invalid network name {name:?}"
+        )));
     }
+    Ok(())
 }
 
 fn new_network(name: &str, driver: &str, addr: Option<&Addressing>, bridge: &str) -> NetworkRow {
@@ -144,6 +142,7 @@ fn new_network(name: &str, driver: &str, addr: Option<&Addressing>, bridge: &str
             .map(|r| r.to_string())
             .unwrap_or_default(),
         options: "{}".to_string(),
+        ipam: String::new(),
     }
 }
 
@@ -413,7 +412,7 @@ impl Netd {
             peer: names::peer_veth_name(&ep.container_id, index),
             bridge_index: br_idx,
             netns: ns.to_path_buf(),
-            mac: names::mac_for_ip(ip),
+            mac: names::parse_mac(&ep.mac).unwrap_or_else(|| names::mac_for_ip(ip)),
             ip,
             prefix_len: addr.subnet.prefix_len(),
             gateway: addr.gateway,
@@ -495,6 +494,14 @@ impl Netd {
                 NetError::InvalidArgument(format!("invalid IPv4 address: {}", req.ipv4_address))
             })?)
         };
+        let requested_mac = if req.mac_address.is_empty() {
+            None
+        } else {
+            // Docker's wording.
+            Some(names::parse_mac(&req.mac_address).ok_or_else(|| {
+                NetError::InvalidArgument(format!("invalid MAC address: {}", req.mac_address))
+            })?)
+        };
         if requested_ip.is_some() && !net.is_user_defined_bridge() {
             return Err(NetError::InvalidArgument(
                 "user specified IP address is supported on user defined networks only".into(),
@@ -556,6 +563,9 @@ impl Netd {
                     Vec::new()
                 },
                 port_range: self.port_range,
+                mac: requested_mac,
+                settings: req.settings_json.clone(),
+                reserved: ipam::auxiliary_addresses(&net.ipam),
             },
         )
         .await?;
@@ -833,6 +843,17 @@ impl Netd {
         row.internal = req.internal;
         row.labels = serde_json::to_string(&req.labels).unwrap_or_else(|_| "{}".into());
         row.options = serde_json::to_string(&req.options).unwrap_or_else(|_| "{}".into());
+        row.ipam = req.ipam_json.clone();
+        if let Some(a) = &requested {
+            // Docker's wording for an auxiliary address outside the subnet.
+            for aux in ipam::auxiliary_addresses(&row.ipam) {
+                if !a.subnet.contains(&aux) {
+                    return Err(NetError::InvalidArgument(format!(
+                        "no matching subnet for aux-address {aux}"
+                    )));
+                }
+            }
+        }
         let pools = self.config.address_pools.clone();
         let row = store::create_network(&self.pool, row, |used| match requested {
             Some(a) => Ok(a),

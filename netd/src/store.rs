@@ -31,6 +31,8 @@ pub struct NetworkRow {
     pub internal: bool,
     pub ip_range: String,
     pub options: String,
+    /// The IPAM JSON the client gave ('' when none).
+    pub ipam: String,
 }
 
 impl NetworkRow {
@@ -79,6 +81,8 @@ pub struct EndpointRow {
     pub created: String,
     pub ifname: String,
     pub aliases: String,
+    /// The EndpointSettings JSON the client gave ('' when none).
+    pub settings: String,
 }
 
 impl EndpointRow {
@@ -132,12 +136,12 @@ pub struct PortRow {
 // formatted SQL).
 macro_rules! network_columns {
     () => {
-        "id, name, driver, subnet, gateway, bridge, created, labels, internal, ip_range, options"
+        "id, name, driver, subnet, gateway, bridge, created, labels, internal, ip_range, options, ipam"
     };
 }
 macro_rules! endpoint_columns {
     () => {
-        "container_id, network_id, endpoint_id, ip, prefix_len, mac, host_veth, netns_path, created, ifname, aliases"
+        "container_id, network_id, endpoint_id, ip, prefix_len, mac, host_veth, netns_path, created, ifname, aliases, settings"
     };
 }
 
@@ -179,13 +183,13 @@ async fn insert_network(
         concat!(
             "INSERT OR IGNORE INTO networks (",
             network_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
     } else {
         concat!(
             "INSERT INTO networks (",
             network_columns!(),
-            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
     };
     let res = sqlx::query(sql)
@@ -200,6 +204,7 @@ async fn insert_network(
         .bind(n.internal)
         .bind(&n.ip_range)
         .bind(&n.options)
+        .bind(&n.ipam)
         .execute(&mut *conn)
         .await;
     match res {
@@ -407,6 +412,12 @@ pub struct NewEndpoint {
     pub ports: Vec<PortRequest>,
     /// Where host ports for `host_port = 0` come from.
     pub port_range: (u16, u16),
+    /// A MAC address the client chose (else derived from the address).
+    pub mac: Option<[u8; 6]>,
+    /// The EndpointSettings JSON the client gave.
+    pub settings: String,
+    /// Addresses never to allocate (the network's auxiliary addresses).
+    pub reserved: Vec<Ipv4Addr>,
 }
 
 /// True if a port published as (`a_ip`, `a_port`) clashes with (`b_ip`, `b_port`): same
@@ -462,7 +473,9 @@ pub async fn reserve_endpoint(pool: &SqlitePool, new: &NewEndpoint) -> Result<En
                     .bind(&new.network_id)
                     .fetch_all(&mut *tx)
                     .await?;
-            let used: HashSet<Ipv4Addr> = rows.iter().filter_map(|(s,)| s.parse().ok()).collect();
+            let mut used: HashSet<Ipv4Addr> =
+                rows.iter().filter_map(|(s,)| s.parse().ok()).collect();
+            used.extend(new.reserved.iter().copied());
             let ip = match new.requested_ip {
                 Some(ip) => {
                     ipam::check_requested(addr, ip)?;
@@ -488,7 +501,7 @@ pub async fn reserve_endpoint(pool: &SqlitePool, new: &NewEndpoint) -> Result<En
                 .filter_map(|(n,)| names::ifname_index(n))
                 .collect();
             let index = (0u32..).find(|i| !taken.contains(i)).unwrap_or(0);
-            let mac = names::format_mac(&names::mac_for_ip(ip));
+            let mac = names::format_mac(&new.mac.unwrap_or_else(|| names::mac_for_ip(ip)));
             (
                 Some(ip.to_string()),
                 i64::from(addr.subnet.prefix_len()),
@@ -511,11 +524,12 @@ pub async fn reserve_endpoint(pool: &SqlitePool, new: &NewEndpoint) -> Result<En
         created: names::now_rfc3339(),
         ifname,
         aliases: serde_json::to_string(&new.aliases).unwrap_or_else(|_| "[]".into()),
+        settings: new.settings.clone(),
     };
     let res = sqlx::query(concat!(
         "INSERT INTO endpoints (",
         endpoint_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&row.container_id)
     .bind(&row.network_id)
@@ -528,6 +542,7 @@ pub async fn reserve_endpoint(pool: &SqlitePool, new: &NewEndpoint) -> Result<En
     .bind(&row.created)
     .bind(&row.ifname)
     .bind(&row.aliases)
+    .bind(&row.settings)
     .execute(&mut *tx)
     .await;
     match res {
@@ -670,6 +685,7 @@ mod tests {
             internal: false,
             ip_range: String::new(),
             options: "{}".into(),
+            ipam: String::new(),
         }
     }
 
@@ -685,7 +701,31 @@ mod tests {
             dns_servers: Vec::new(),
             ports: Vec::new(),
             port_range: (40000, 40010),
+            mac: None,
+            settings: String::new(),
+            reserved: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn reserved_addresses_and_a_chosen_mac() {
+        let (_d, pool) = pool().await;
+        let net = bridge_row("10.7.0.0/29", "10.7.0.1");
+        insert_network_if_missing(&pool, &net).await.unwrap();
+        let addr = net.addressing().unwrap();
+        let mut ep = new_ep("c1", addr);
+        ep.reserved = vec!["10.7.0.2".parse().unwrap()];
+        ep.mac = Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x0a]);
+        ep.settings = r#"{"DriverOpts":{"a":"b"}}"#.into();
+        let row = reserve_endpoint(&pool, &ep).await.unwrap();
+        assert_eq!(row.ip.as_deref(), Some("10.7.0.3"));
+        assert_eq!(row.mac, "02:42:ac:11:00:0a");
+        let again = endpoint(&pool, "c1", "n1").await.unwrap().unwrap();
+        assert_eq!(again.settings, r#"{"DriverOpts":{"a":"b"}}"#);
+        let mut taken = new_ep("c2", addr);
+        taken.reserved = vec!["10.7.0.2".parse().unwrap()];
+        taken.requested_ip = Some("10.7.0.2".parse().unwrap());
+        assert!(reserve_endpoint(&pool, &taken).await.is_err());
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! `docker exec` with the real CLI (terminals: tests/tty.rs), against Docker's behaviour: output in the
-//! multiplexed framing, the exit code, -e/-w/-u, a missing command (127 and Docker's
+//! multiplexed framing, the exit code, -e/-w/-u, a missing command (126 and Docker's
 //! words), -i with piped stdin, -d and exec inspect, exec into a stopped container, and
 //! exec still working after kill -9 of berth-containerd.
 
@@ -124,9 +124,9 @@ fn docker_exec() {
         "{out}"
     );
 
-    step!("a missing command: 127 and Docker's words");
+    step!("a missing command: 126 (as dockerd for any exec that cannot start) and Docker's words");
     let out = berth.docker(&["exec", "box", "nosuchcmd"]);
-    assert_eq!(out.code, 127, "{out}");
+    assert_eq!(out.code, 126, "{out}");
     assert!(
         out.stdout
             .contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
