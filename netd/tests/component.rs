@@ -652,12 +652,26 @@ async fn user_networks_dns_ports_and_isolation() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     let err = c
         .create_network(CreateNetworkRequest {
-            name: "bad name!".into(),
+            name: "bad\nname".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // dockerd takes spaces and punctuation (docker-py's suite creates "test 01").
+    let spaced = c
+        .create_network(CreateNetworkRequest {
+            name: "test 01!".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.remove_network(RemoveNetworkRequest {
+        name_or_id: spaced.id,
+    })
+    .await
+    .unwrap();
     let back = c
         .create_network(CreateNetworkRequest {
             name: "back".into(),
