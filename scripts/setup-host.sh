@@ -10,6 +10,7 @@
 #   procps           `ps`, which `docker top` runs (as dockerd does)
 #   tini             its static build is the init of `docker run --init` (Docker ships tini)
 #   openssl          the e2e registry token server signs its JWTs with the openssl CLI
+#   docker-compose   Debian's compose (1.29), driven against Berth by the e2e tests
 #   python3-venv curl  the docker-py suite's venv (docker-py and pytest from PyPI), and
 #                    its readiness checks
 #   systemd          only for `systemd-analyze verify` of deploy/systemd (if missing)
@@ -20,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps tini openssl python3-venv curl)
+packages=(libseccomp-dev nftables iptables docker-registry busybox-static skopeo prometheus procps tini openssl python3-venv curl docker-compose)
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     packages+=(systemd)
 fi

@@ -716,7 +716,7 @@ fn spec_of(c: &cpb::Container) -> cpb::ContainerSpec {
     c.spec.clone().unwrap_or_default()
 }
 
-fn json_bytes(b: &[u8]) -> Value {
+pub fn json_bytes(b: &[u8]) -> Value {
     serde_json::from_slice(b).unwrap_or(Value::Null)
 }
 
@@ -1131,7 +1131,7 @@ pub async fn inspect(
     Ok(Json(doc))
 }
 
-fn exposed_of(network_settings_json: &Value) -> Vec<String> {
+pub fn exposed_of(network_settings_json: &Value) -> Vec<String> {
     network_settings_json
         .get("exposed")
         .and_then(Value::as_array)

@@ -511,7 +511,9 @@ pub async fn connect(
     let spec = ctr.spec.unwrap_or_default();
     let settings = endpoint_settings(req.endpoint_config.as_ref());
     let n = network(&st, id.clone()).await?;
-    if is_connected(&st, &spec.id, &n.id).await {
+    let now = live_endpoints(&st, &spec.id).await.unwrap_or_default();
+    let ports = republished_ports(&spec, &n, &now)?;
+    if now.iter().any(|e| e.network_id == n.id) {
         // dockerd's answer to a second connect.
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -531,7 +533,7 @@ pub async fn connect(
             container_name: spec.name,
             aliases: settings.aliases,
             ipv4_address: settings.ipv4_address,
-            ports: Vec::new(),
+            ports,
             dns_servers: Vec::new(),
             mac_address: settings.mac_address,
             settings_json: settings.given,
@@ -586,6 +588,34 @@ pub async fn disconnect(
     )
     .await;
     Ok(StatusCode::OK)
+}
+
+/// The container's published ports (`-p`, `-P`) for an endpoint it connects to a bridge
+/// network while no endpoint of it publishes them: as dockerd re-programs them on the
+/// sandbox's new gateway endpoint (compose disconnects and reconnects a service's network
+/// to set its aliases; its ports must survive that).
+fn republished_ports(
+    spec: &berth_proto::containers::ContainerSpec,
+    net: &npb::Network,
+    now: &[npb::Endpoint],
+) -> Result<Vec<npb::PortBinding>, ApiError> {
+    if net.driver != "bridge" || now.iter().any(|e| !e.ports.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let hc = crate::containers::json_bytes(&spec.host_config_json);
+    if matches!(
+        hc.get("NetworkMode").and_then(Value::as_str),
+        Some("host" | "none")
+    ) {
+        return Ok(Vec::new());
+    }
+    let exposed =
+        crate::containers::exposed_of(&crate::containers::json_bytes(&spec.network_settings_json));
+    let publish_all = hc
+        .get("PublishAllPorts")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    port_bindings(hc.get("PortBindings"), publish_all, &exposed)
 }
 
 /// Whether netd has an endpoint of `container_id` on network `network_id`.
