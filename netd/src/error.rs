@@ -20,6 +20,9 @@ pub enum NetError {
     /// network, an overlapping pool, an address in use).
     #[error("{0}")]
     Forbidden(String),
+    /// Valid, but not built yet (501 at the API).
+    #[error("{0}")]
+    Unimplemented(String),
     /// SQLite failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -72,6 +75,7 @@ impl From<NetError> for tonic::Status {
             NetError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
             NetError::FailedPrecondition(_) => tonic::Status::failed_precondition(msg),
             NetError::Forbidden(_) => tonic::Status::permission_denied(msg),
+            NetError::Unimplemented(_) => tonic::Status::unimplemented(msg),
             NetError::Db(_)
             | NetError::Netlink { .. }
             | NetError::Nft(_)

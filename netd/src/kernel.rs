@@ -58,6 +58,8 @@ pub struct VethPlan {
     pub ifname: String,
     /// Only the container's first interface carries the default route.
     pub default_route: bool,
+    /// `--link-local-ip` addresses, added to the interface as /16 (as Docker).
+    pub link_local: Vec<Ipv4Addr>,
 }
 
 impl Netlink {
@@ -345,6 +347,18 @@ impl Netlink {
                 "add {}/{} to {}",
                 plan.ip, plan.prefix_len, plan.ifname
             )))?;
+        for ll in &plan.link_local {
+            inner
+                .handle
+                .address()
+                .add(idx, IpAddr::V4(*ll), 16)
+                .execute()
+                .await
+                .map_err(NetError::netlink(format!(
+                    "add link-local {ll} to {}",
+                    plan.ifname
+                )))?;
+        }
         inner.set_up(idx, &plan.ifname).await?;
         inner.lo_up().await?;
         if !plan.default_route {

@@ -9,6 +9,7 @@ use crate::store::{self, DRIVER_BRIDGE, DRIVER_HOST, DRIVER_NULL, EndpointRow, N
 use berth_kit::Roots;
 use sqlx::SqlitePool;
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -113,6 +114,32 @@ fn validate_bridge_name(name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The `IPAMConfig.LinkLocalIPs` of an endpoint's settings as given: IPv4 link-local
+/// addresses only (IPv6 is not supported yet).
+pub fn link_local_ips(settings_json: &str) -> Result<Vec<Ipv4Addr>> {
+    let v: serde_json::Value = serde_json::from_str(settings_json).unwrap_or_default();
+    let Some(list) = v
+        .pointer("/IPAMConfig/LinkLocalIPs")
+        .and_then(serde_json::Value::as_array)
+    else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|x| {
+            let text = x.as_str().unwrap_or_default();
+            match text.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) if ip.is_link_local() => Ok(ip),
+                Ok(IpAddr::V6(_)) => Err(NetError::Unimplemented(
+                    "IPv6 link-local addresses (--link-local-ip) are not supported yet".into(),
+                )),
+                _ => Err(NetError::InvalidArgument(format!(
+                    "invalid link-local IP address: {text}"
+                ))),
+            }
+        })
+        .collect()
 }
 
 /// dockerd takes any name ("test 01" included): only an empty one, or one with control
@@ -419,6 +446,7 @@ impl Netd {
             ifname: ep.ifname.clone(),
             // Internal networks lead nowhere: no default route through them (as Docker).
             default_route: index == 0 && !net.internal,
+            link_local: link_local_ips(&ep.settings)?,
         };
         if let Err(e) = self.nl.plumb_veth(&plan).await {
             let _ = self.nl.delete_link(&plan.host).await;
@@ -494,6 +522,8 @@ impl Netd {
                 NetError::InvalidArgument(format!("invalid IPv4 address: {}", req.ipv4_address))
             })?)
         };
+        // Checked before anything is reserved: a bad request changes nothing.
+        link_local_ips(&req.settings_json)?;
         let requested_mac = if req.mac_address.is_empty() {
             None
         } else {

@@ -1,8 +1,9 @@
 //! Defects found trying Berth as a new user would (issue 16), each checked with the real
 //! CLI: a missing working directory is created, `--network host` gives the host's
 //! hostname, `--pid host` shows the host's processes, `--privileged` may mount,
-//! `docker images NAME:TAG` lists that tag only, and a container on a network emits
-//! network connect/disconnect events at start and stop.
+//! `--mac-address`/`--link-local-ip` reach the interface, `docker images NAME:TAG` lists
+//! that tag only, and a container on a network emits network connect/disconnect events
+//! at start and stop.
 
 use berth_e2e::{berth_with_busybox, step};
 
@@ -91,6 +92,30 @@ fn new_user_defects() {
         "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t",
     ]);
     assert!(!out.success(), "mount without privileges: {out}");
+
+    step!("--mac-address and --link-local-ip are applied to the interface, not only shown");
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--mac-address",
+            "02:42:ac:11:00:0a",
+            "--link-local-ip",
+            "169.254.8.8",
+            &img,
+            "sh",
+            "-c",
+            "cat /sys/class/net/eth0/address; ip -4 addr show eth0",
+        ])
+        .unwrap();
+    assert!(out.starts_with("02:42:ac:11:00:0a\n"), "{out}");
+    assert!(out.contains("inet 169.254.8.8/16"), "{out}");
+    let out = berth.docker(&["run", "--rm", "--link-local-ip", "10.0.0.1", &img, "true"]);
+    assert!(
+        !out.success() && out.stderr.contains("invalid link-local IP address"),
+        "{out}"
+    );
+    assert_eq!(berth.docker_ok(&["ps", "-aq"]).unwrap(), "", "nothing left");
 
     step!("docker images NAME:TAG lists that tag only");
     berth.docker_ok(&["tag", &img, "second:one"]).unwrap();
