@@ -696,13 +696,21 @@ fn mounted_root(rootfs: &Path, binds: &[Bind], container: &str) -> Result<Root, 
     .map_err(sys("making the copy's mounts private"))?;
     let root = Root::open(rootfs, container)?;
     for b in binds {
-        let target = root.open_target(&b.destination).map_err(|e| match e {
-            Error::Missing(_) => Error::Unimplemented(format!(
-                "copying under the mount {} of a container that never ran",
-                b.destination
-            )),
-            e => e,
-        })?;
+        let target = match root.open_target(&b.destination) {
+            // A container that never ran has no mount points yet: made as the runtime
+            // makes them at start (and dockerd for a copy), inside the rootfs.
+            Err(Error::Missing(_)) if b.source.is_dir() => {
+                root.mkdir_all(&b.destination)?;
+                root.open_target(&b.destination)?
+            }
+            Err(Error::Missing(_)) => {
+                return Err(Error::Unimplemented(format!(
+                    "copying under the file mount {} of a container that never ran",
+                    b.destination
+                )));
+            }
+            r => r?,
+        };
         let at = format!("/proc/self/fd/{}", target.as_raw_fd());
         mount(
             Some(&b.source),

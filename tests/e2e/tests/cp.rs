@@ -173,6 +173,25 @@ fn docker_cp() {
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
 
+    step!("a container that never ran: its volume's mount point is made for the copy");
+    berth
+        .docker_ok(&[
+            "create",
+            "--name",
+            "fresh",
+            "-v",
+            "freshvol:/vol1/deep",
+            &img,
+            "cat",
+            "/vol1/deep/in",
+        ])
+        .unwrap();
+    berth
+        .docker_ok(&["cp", &host("hello.txt"), "fresh:/vol1/deep/in"])
+        .unwrap();
+    let out = berth.docker_ok(&["start", "-a", "fresh"]).unwrap();
+    assert_eq!(out, "hello from the host\n");
+
     step!("symlinks in the container resolve inside it, never on the host");
     let canary = w.join("canary");
     std::fs::write(&canary, "host secret\n").unwrap();
