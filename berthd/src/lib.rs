@@ -184,8 +184,11 @@ pub async fn run(settings: Settings, reload: Reload) -> Result<(), LaunchError> 
     let mut int = signal(SignalKind::interrupt()).map_err(LaunchError::Signals)?;
     let mut hup = signal(SignalKind::hangup()).map_err(LaunchError::Signals)?;
 
-    for dir in [&settings.data_root, &settings.exec_root] {
-        std::fs::create_dir_all(dir).map_err(|source| LaunchError::CreateDir {
+    for (dir, mode) in [
+        (&settings.data_root, berth_kit::paths::DATA_ROOT_MODE),
+        (&settings.exec_root, berth_kit::paths::RUN_ROOT_MODE),
+    ] {
+        berth_kit::paths::ensure_dir_mode(dir, mode).map_err(|source| LaunchError::CreateDir {
             path: dir.clone(),
             source,
         })?;

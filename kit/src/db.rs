@@ -63,9 +63,12 @@ pub async fn open_with(
 ) -> Result<SqlitePool, DbError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| DbError::Dir {
-            path: dir.display().to_string(),
-            source,
+        // The service's own directory: nobody but root reads its database.
+        crate::paths::ensure_dir_mode(dir, crate::paths::PRIVATE_DIR_MODE).map_err(|source| {
+            DbError::Dir {
+                path: dir.display().to_string(),
+                source,
+            }
         })?;
     }
     let opts = SqliteConnectOptions::new()

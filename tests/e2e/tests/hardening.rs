@@ -1,0 +1,81 @@
+//! What a local user who is not root can reach of a running Berth (issue 17, first
+//! slice): the data root is dockerd's 0710 and each service's state directory 0700, so
+//! no database, container config (environment variables included) or log can be read,
+//! while a container running as an unprivileged user still works.
+
+use berth_e2e::{berth_with_busybox, step};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+/// Runs `sh -c script` as nobody (uid and gid 65534, no supplementary groups).
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_unprivileged_user_reads_nothing() {
+    let (_registry, _image, img, berth) = berth_with_busybox("hardening").unwrap();
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "secret",
+            "-e",
+            "TOKEN=hunter2",
+            &img,
+            "sleep",
+            "600",
+        ])
+        .unwrap();
+
+    step!("the roots' modes, whatever the umask");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(berth.data_root()), 0o710, "data root");
+    assert_eq!(mode(berth.exec_root()), 0o711, "run root");
+    for svc in ["gateway", "imaged", "containerd", "netd", "volumed", "logd"] {
+        let dir = berth.data_root().join(svc);
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+
+    step!("nobody can list the data root or read a database, a config or a log");
+    let data = berth.data_root().display().to_string();
+    for script in [
+        format!("ls {data}"),
+        format!("cat {data}/containerd/state.db"),
+        format!("grep -r hunter2 {data}"),
+        format!("ls {}", berth.exec_root().display()),
+    ] {
+        let out = as_nobody(&script);
+        assert!(!out.status.success(), "nobody could: {script}: {out:?}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("hunter2"),
+            "{script}"
+        );
+    }
+
+    step!("containers still run as an unprivileged user");
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "65534",
+            &img,
+            "sh",
+            "-c",
+            "id -u; cat /etc/passwd >/dev/null && echo read",
+        ])
+        .unwrap();
+    assert_eq!(out, "65534\nread\n");
+}
