@@ -610,7 +610,7 @@ pub async fn create(
             "Labels": labels,
             "StopSignal": if stop_signal.is_empty() { Value::Null } else { json!(stop_signal) },
             "StopTimeout": req.get("StopTimeout").cloned().unwrap_or(Value::Null),
-            "Healthcheck": merge_healthcheck(req.get("Healthcheck"), img_c.get("Healthcheck")),
+            "Healthcheck": checked_healthcheck(merge_healthcheck(req.get("Healthcheck"), img_c.get("Healthcheck")))?,
         });
         let mut hc = host_config.clone();
         if let Some(o) = hc.as_object_mut() {
@@ -770,6 +770,26 @@ pub fn merge_healthcheck(user: Option<&Value>, image: Option<&Value>) -> Value {
         }
     }
     out
+}
+
+/// dockerd's limits on a healthcheck's durations (nanoseconds): 0 means the default,
+/// anything else must be at least 1 ms; retries cannot be negative.
+fn checked_healthcheck(h: Value) -> Result<Value, ApiError> {
+    for k in ["Interval", "Timeout", "StartPeriod", "StartInterval"] {
+        let v = h.get(k).and_then(Value::as_i64).unwrap_or(0);
+        if v != 0 && v < 1_000_000 {
+            // Docker's wording.
+            return Err(ApiError::bad_request(format!(
+                "{k} in Healthcheck cannot be less than 1ms"
+            )));
+        }
+    }
+    if h.get("Retries").and_then(Value::as_i64).unwrap_or(0) < 0 {
+        return Err(ApiError::bad_request(
+            "Retries in Healthcheck cannot be negative",
+        ));
+    }
+    Ok(h)
 }
 
 pub fn status_text(c: &cpb::Container, now: chrono::DateTime<chrono::Utc>) -> String {

@@ -161,6 +161,14 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path) -> Result<Unpacked, ImagedErr
                 continue;
             }
             if let Some(hidden) = file_name.strip_prefix(".wh.") {
+                // As containerd: a whiteout must name an entry of its directory
+                // (`.wh..` and `.wh...` would hide the directory or its parent).
+                if matches!(hidden, "" | "." | "..") {
+                    return Err(ImagedError::BadLayer(format!(
+                        "invalid whiteout name {}",
+                        path.display()
+                    )));
+                }
                 let dir = mkdir_inside(dest, parent)?;
                 whiteout(&dir.join(hidden))?;
                 continue;
@@ -415,6 +423,24 @@ mod tests {
         ]);
         assert!(unpack_tar(&tar[..], &root3).is_err());
         assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"k");
+    }
+
+    #[test]
+    fn whiteouts_of_the_directory_or_its_parent_are_refused() {
+        for bad in ["etc/.wh..", "etc/.wh...", ".wh..", ".wh."] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let tar = tar_of(&[
+                ("etc/", tar::EntryType::Directory, b"", None),
+                ("etc/keep", tar::EntryType::Regular, b"k", None),
+                (bad, tar::EntryType::Regular, b"", None),
+            ]);
+            let err = unpack_tar(&tar[..], &root).unwrap_err();
+            assert!(
+                err.to_string().contains("invalid whiteout name"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What a local user who is not root can reach of a running Berth (issue 17, first
 //! slice): the data root is dockerd's 0710 and each service's state directory 0700, so
 //! no database, container config (environment variables included) or log can be read,
-//! while a container running as an unprivileged user still works.
+//! while a container running as an unprivileged user still works; a healthcheck that
+//! would spin (interval under 1 ms) is refused.
 
 use berth_e2e::{berth_with_busybox, step};
 use std::os::unix::fs::PermissionsExt;
@@ -63,6 +64,29 @@ fn an_unprivileged_user_reads_nothing() {
             "{script}"
         );
     }
+
+    step!("a health interval below 1 ms is refused, nothing created");
+    let out = berth.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "spin",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "500us",
+        &img,
+        "sleep",
+        "60",
+    ]);
+    assert!(
+        !out.success()
+            && out
+                .stderr
+                .contains("Interval in Healthcheck cannot be less than 1ms"),
+        "{out}"
+    );
+    assert!(!berth.docker(&["inspect", "spin"]).success());
 
     step!("containers still run as an unprivileged user");
     let out = berth
