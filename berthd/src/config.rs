@@ -247,6 +247,19 @@ pub enum ConfigError {
         /// The unknown keys, comma separated.
         keys: String,
     },
+    /// A security setting dockerd would apply and Berth does not implement yet: refused,
+    /// never accepted and ignored (a host must not be less protected than it was told).
+    #[error(
+        "unable to configure the daemon from {path}: {key} ({value}) is not supported by Berth yet; remove it or set it to its default"
+    )]
+    UnsupportedSecurity {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// Its value as given.
+        value: String,
+    },
     /// `tcp://` asked for: the API gives root on the host, so it is never served in clear.
     #[error(
         "invalid host {0}: TCP is not supported without TLS (tlsverify) yet; use unix:///path/to/docker.sock"
@@ -322,12 +335,38 @@ pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
             keys: unknown.join(", "),
         });
     }
+    for (key, value) in object {
+        if !security_default(key, value) {
+            return Err(ConfigError::UnsupportedSecurity {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                value: value.to_string(),
+            });
+        }
+    }
     // As dockerd: a registry setting it could not use stops the daemon from starting.
     berth_kit::registries::validate(&value).map_err(|message| ConfigError::Parse {
         path: path.to_path_buf(),
         message,
     })?;
     serde_json::from_value(value).map_err(parse_err)
+}
+
+/// False for a security key of dockerd's whose value asks for something Berth does not
+/// do yet (user namespaces, a seccomp profile, no inter-container traffic, ...); its
+/// default value, and every other key, is fine.
+fn security_default(key: &str, value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match key {
+        "userns-remap" | "seccomp-profile" => matches!(value, Value::String(s) if s.is_empty()),
+        "no-new-privileges" => value == &Value::Bool(false),
+        "icc" => value == &Value::Bool(true),
+        "ip" => matches!(value, Value::String(s) if s.is_empty() || s == "0.0.0.0"),
+        // The API socket's group: Berth's is "docker" when it exists, as dockerd's.
+        "group" => matches!(value, Value::String(s) if s.is_empty() || s == "docker"),
+        "authorization-plugins" => value.as_array().is_some_and(Vec::is_empty),
+        _ => true,
+    }
 }
 
 /// Everything berthd runs with, after merging flags over daemon.json over defaults.
@@ -479,6 +518,37 @@ mod tests {
             config: parse(&path, json).unwrap(),
             path,
         }
+    }
+
+    #[test]
+    fn security_keys_berth_does_not_apply_are_refused_not_ignored() {
+        let path = PathBuf::from("/etc/berth/daemon.json");
+        for bad in [
+            r#"{"userns-remap": "default"}"#,
+            r#"{"no-new-privileges": true}"#,
+            r#"{"seccomp-profile": "/etc/profile.json"}"#,
+            r#"{"icc": false}"#,
+            r#"{"ip": "127.0.0.1"}"#,
+            r#"{"group": "admins"}"#,
+            r#"{"authorization-plugins": ["authz"]}"#,
+        ] {
+            let err = parse(&path, bad).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::UnsupportedSecurity { .. }),
+                "{bad}: {err}"
+            );
+            assert!(
+                err.to_string().contains("not supported by Berth yet"),
+                "{err}"
+            );
+        }
+        // Their defaults change nothing and are fine.
+        parse(
+            &path,
+            r#"{"userns-remap": "", "no-new-privileges": false, "icc": true, "ip": "0.0.0.0",
+                "group": "docker", "authorization-plugins": [], "seccomp-profile": ""}"#,
+        )
+        .unwrap();
     }
 
     #[test]

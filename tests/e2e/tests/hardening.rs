@@ -88,6 +88,32 @@ fn an_unprivileged_user_reads_nothing() {
     );
     assert!(!berth.docker(&["inspect", "spin"]).success());
 
+    step!("security keys of daemon.json Berth does not apply stop it from starting");
+    let berthd = berth_e2e::berth::binary("berthd").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, json) in [
+        r#"{"userns-remap": "default"}"#,
+        r#"{"no-new-privileges": true}"#,
+        r#"{"icc": false}"#,
+        r#"{"authorization-plugins": ["authz-broker"]}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("{i}.json"));
+        std::fs::write(&file, json).unwrap();
+        let out = Command::new(&berthd)
+            .args(["--validate", "--config-file"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not supported by Berth yet"),
+            "{json}: {out:?}"
+        );
+    }
+
     step!("containers still run as an unprivileged user");
     let out = berth
         .docker_ok(&[
