@@ -13,14 +13,24 @@ pub fn chain_name(table: &str) -> String {
     format!("{}-FORWARD", table.to_uppercase())
 }
 
-/// The rules the chain should hold, in `iptables -S` form.
+/// The admins' chain (Docker's DOCKER-USER): jumped to first from ours, created once and
+/// never flushed or removed by Berth; a DROP there stops traffic to or from containers.
+pub fn user_chain_name(chain: &str) -> String {
+    chain.replace("-FORWARD", "-USER")
+}
+
+/// The rules the chain should hold, in `iptables -S` form: what comes out of the bridges,
+/// and towards them only replies and published (DNAT'd) ports; Berth's nftables table
+/// decides the rest (isolation, --internal, traffic between containers).
 pub fn wanted_rules(chain: &str, bridges: &[String]) -> BTreeSet<String> {
     bridges
         .iter()
         .flat_map(|b| {
             [
                 format!("-A {chain} -i {b} -j ACCEPT"),
-                format!("-A {chain} -o {b} -j ACCEPT"),
+                format!(
+                    "-A {chain} -o {b} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT"
+                ),
             ]
         })
         .collect()
@@ -60,9 +70,11 @@ pub async fn ensure(chain: &str, bridges: &[String]) {
             return;
         }
     }
+    let user = user_chain_name(chain);
+    let user_jump = format!("-A {chain} -j {user}");
     let have: BTreeSet<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
-        .filter(|l| l.starts_with("-A "))
+        .filter(|l| l.starts_with("-A ") && *l != user_jump)
         .map(str::to_string)
         .collect();
     let want = wanted_rules(chain, bridges);
@@ -82,6 +94,23 @@ pub async fn ensure(chain: &str, bridges: &[String]) {
         w[0] = "-D";
         let _ = iptables(&w).await;
     }
+    // The admins' chain: created if missing, never flushed; jumped to first.
+    if iptables(&["-S", &user])
+        .await
+        .is_some_and(|o| !o.status.success())
+    {
+        let _ = iptables(&["-N", &user]).await;
+    }
+    let user_first = iptables(&["-S", chain]).await.is_some_and(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.starts_with("-A "))
+            == Some(user_jump.as_str())
+    });
+    if !user_first {
+        let _ = iptables(&["-D", chain, "-j", &user]).await;
+        let _ = iptables(&["-I", chain, "1", "-j", &user]).await;
+    }
     let jump_present = iptables(&["-C", "FORWARD", "-j", chain])
         .await
         .is_some_and(|o| o.status.success());
@@ -94,6 +123,14 @@ pub async fn ensure(chain: &str, bridges: &[String]) {
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
+}
+
+/// Removes the admins' chain: only when the whole instance is taken down (`berth-netd
+/// --teardown`, an uninstall), never on a restart or a rules change. Missing is fine.
+pub async fn remove_user(chain: &str) {
+    let user = user_chain_name(chain);
+    let _ = iptables(&["-F", &user]).await;
+    let _ = iptables(&["-X", &user]).await;
 }
 
 /// Removes the jump and the chain (teardown). Missing is fine.
@@ -118,9 +155,12 @@ mod tests {
             chain_name("berth_3f9a1c").len() <= 28,
             "iptables' chain name limit"
         );
+        assert_eq!(user_chain_name("BERTH_3F9A1C-FORWARD"), "BERTH_3F9A1C-USER");
         let r = wanted_rules("BERTH-FORWARD", &["berth0".into(), "br-abc".into()]);
         assert_eq!(r.len(), 4);
         assert!(r.contains("-A BERTH-FORWARD -i br-abc -j ACCEPT"));
-        assert!(r.contains("-A BERTH-FORWARD -o berth0 -j ACCEPT"));
+        assert!(r.contains(
+            "-A BERTH-FORWARD -o berth0 -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -j ACCEPT"
+        ));
     }
 }

@@ -78,6 +78,7 @@ pub fn ruleset(
         json!({"add": {"chain": {"family": "ip", "table": table, "name": PUBLISHED}}}),
         base("postrouting", "nat", "postrouting", 100),
         base("forward", "filter", "forward", 0),
+        base("input", "filter", "input", 0),
     ];
     // Chains go first in the batch: rules refer to them.
     cmds.append(&mut chains);
@@ -177,11 +178,16 @@ pub fn ruleset(
         }
     }
     for br in bridges {
-        // Explicit accepts for hosts whose own forward policy would drop our traffic.
+        // Towards containers only what they asked for: replies to their own connections
+        // (published ports were accepted above), and traffic between the containers of
+        // the network. A LAN host with a route to the subnet reaches nothing else, as
+        // with Docker (whose FORWARD policy is DROP).
         rule_list.push((
             "forward",
             vec![
                 meta("oifname", "==", json!(br.bridge)),
+                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                    "right": ["established", "related"]}}),
                 json!({"accept": null}),
             ],
         ));
@@ -189,7 +195,52 @@ pub fn ruleset(
             "forward",
             vec![
                 meta("iifname", "==", json!(br.bridge)),
+                meta("oifname", "==", json!(br.bridge)),
                 json!({"accept": null}),
+            ],
+        ));
+        rule_list.push((
+            "forward",
+            vec![
+                meta("oifname", "==", json!(br.bridge)),
+                json!({"drop": null}),
+            ],
+        ));
+        // From containers: out (isolation and --internal were decided above).
+        rule_list.push((
+            "forward",
+            vec![
+                meta("iifname", "==", json!(br.bridge)),
+                json!({"accept": null}),
+            ],
+        ));
+        // route_localnet is on for the bridge (so the host can reach ports published on
+        // 127.0.0.1): a container must not use it to reach the host's loopback services
+        // with a crafted packet (CVE-2020-8558). What may come: the replies to the host's
+        // own connections to ports published on 127.0.0.1 (DNAT'd, un-NATed back to
+        // the loopback address on their way in).
+        let loopback = || {
+            ip_field(
+                "daddr",
+                "==",
+                json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
+            )
+        };
+        rule_list.push((
+            "input",
+            vec![
+                meta("iifname", "==", json!(br.bridge)),
+                loopback(),
+                ct_status_dnat(),
+                json!({"accept": null}),
+            ],
+        ));
+        rule_list.push((
+            "input",
+            vec![
+                meta("iifname", "==", json!(br.bridge)),
+                loopback(),
+                json!({"drop": null}),
             ],
         ));
     }
@@ -275,7 +326,8 @@ mod tests {
                 "output",
                 "published",
                 "postrouting",
-                "forward"
+                "forward",
+                "input"
             ]
         );
         assert_eq!(chains[0]["prio"], -100);
@@ -312,8 +364,21 @@ mod tests {
         assert_eq!(post[0][2], json!({"masquerade": null}));
         assert_eq!(post[2][2]["match"]["left"]["ct"]["key"], "status");
         let fwd = rules_of(&o, "forward");
-        // ct dnat accept, then the two accepts (no isolation with one bridge).
-        assert_eq!(fwd.len(), 3);
+        // ct dnat accept; towards the bridge replies, then its own traffic, then drop;
+        // out of it accept (no isolation with one bridge).
+        assert_eq!(fwd.len(), 5);
+        assert_eq!(fwd[0][0]["match"]["right"], "dnat");
+        assert_eq!(fwd[1][1]["match"]["left"]["ct"]["key"], "state");
+        assert_eq!(
+            fwd[3].as_array().unwrap().last().unwrap(),
+            &json!({"drop": null})
+        );
+        assert_eq!(fwd[3][0]["match"]["left"]["meta"]["key"], "oifname");
+        let input = rules_of(&o, "input");
+        assert_eq!(input.len(), 2);
+        assert_eq!(input[0][2]["match"]["right"], "dnat");
+        assert_eq!(input[1][1]["match"]["right"]["prefix"]["addr"], "127.0.0.0");
+        assert_eq!(input[1][2], json!({"drop": null}));
     }
 
     #[test]
@@ -352,8 +417,9 @@ mod tests {
             .iter()
             .filter(|e| e.as_array().unwrap().last().unwrap() == &json!({"drop": null}))
             .collect();
-        // Two for the internal bridge, one isolation rule per bridge.
-        assert_eq!(drops.len(), 4);
+        // Two for the internal bridge, one isolation rule per bridge, one closing each
+        // bridge to new connections from elsewhere.
+        assert_eq!(drops.len(), 6);
         assert!(
             drops
                 .iter()

@@ -983,6 +983,7 @@ impl Netd {
         }
         nft::apply(&nft::delete_table(&self.table)?).await?;
         crate::iptables::remove(&crate::iptables::chain_name(&self.table)).await;
+        crate::iptables::remove_user(&crate::iptables::chain_name(&self.table)).await;
         tracing::info!(table = %self.table, "nft table and iptables chain deleted");
         Ok(())
     }
