@@ -578,6 +578,10 @@ pub fn apply(
         }
     } else if let Some(profile) = seccomp {
         config["linux"]["seccomp"] = profile;
+    } else if config["linux"].get("seccomp").is_some() {
+        // The default profile follows the capabilities the container ended up with.
+        let held: Vec<&str> = caps.iter().map(String::as_str).collect();
+        config["linux"]["seccomp"] = crate::seccomp::default_profile(&held);
     }
     if privileged {
         config["linux"]["maskedPaths"] = json!([]);

@@ -14,6 +14,7 @@ pub mod health;
 pub mod hostconfig;
 pub mod names;
 pub mod restart;
+pub mod seccomp;
 pub mod service;
 pub mod shim;
 pub mod spec;

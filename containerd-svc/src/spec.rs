@@ -51,64 +51,6 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-/// Syscalls Docker's default seccomp profile denies to unprivileged containers. We apply
-/// them as an explicit EPERM denylist over a default-allow action (see README).
-pub const DENIED_SYSCALLS: &[&str] = &[
-    "acct",
-    "add_key",
-    "bpf",
-    "clock_adjtime",
-    "clock_settime",
-    "create_module",
-    "delete_module",
-    "finit_module",
-    "get_kernel_syms",
-    "get_mempolicy",
-    "init_module",
-    "ioperm",
-    "iopl",
-    "kcmp",
-    "kexec_file_load",
-    "kexec_load",
-    "keyctl",
-    "lookup_dcookie",
-    "mbind",
-    "mount",
-    "move_pages",
-    "name_to_handle_at",
-    "nfsservctl",
-    "open_by_handle_at",
-    "perf_event_open",
-    "pivot_root",
-    "process_vm_readv",
-    "process_vm_writev",
-    "ptrace",
-    "query_module",
-    "quotactl",
-    "reboot",
-    "request_key",
-    "set_mempolicy",
-    "setns",
-    "settimeofday",
-    "swapon",
-    "swapoff",
-    "sysfs",
-    "_sysctl",
-    "umount2",
-    "unshare",
-    "uselib",
-    "userfaultfd",
-    "ustat",
-    "vm86",
-    "vm86old",
-    "fsopen",
-    "fsmount",
-    "fsconfig",
-    "move_mount",
-    "open_tree",
-    "fspick",
-];
-
 /// Docker's default PATH when the image sets none.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -346,11 +288,9 @@ pub fn build(
         resources["pids"] = json!({"limit": spec.pids_limit});
     }
 
-    let seccomp = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-    });
+    // Docker's semantics: an allow-list, recomputed by hostconfig when the capabilities
+    // change (--cap-add/--cap-drop).
+    let seccomp = crate::seccomp::default_profile(&caps);
 
     let cwd = if spec.working_dir.is_empty() {
         "/"
@@ -516,9 +456,10 @@ mod tests {
         assert!(rl.hard() <= host_nofile_hard());
         let sc = linux.seccomp().as_ref().unwrap();
         assert_eq!(
-            sc.syscalls().as_ref().unwrap()[0].names().len(),
-            DENIED_SYSCALLS.len()
+            sc.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
         );
+        assert!(sc.syscalls().as_ref().unwrap()[0].names().len() > 300);
         assert!(
             linux
                 .masked_paths()

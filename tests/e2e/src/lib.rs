@@ -21,6 +21,7 @@ pub mod image;
 pub mod otlp;
 pub mod procs;
 pub mod registry;
+pub mod syscall_probe;
 pub mod terminal;
 pub mod ticker;
 pub mod token_server;

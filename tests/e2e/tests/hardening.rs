@@ -114,6 +114,9 @@ fn an_unprivileged_user_reads_nothing() {
         );
     }
 
+    step!("seccomp: Docker's allow-list (unshare -U, clone3, io_uring refused by default)");
+    seccomp_matrix(&berth, &img);
+
     step!("containers still run as an unprivileged user");
     let out = berth
         .docker_ok(&[
@@ -129,3 +132,83 @@ fn an_unprivileged_user_reads_nothing() {
         .unwrap();
     assert_eq!(out, "65534\nread\n");
 }
+
+/// unshare(CLONE_NEWUSER), clone3(NULL, 0) and io_uring_setup(0, NULL) from inside
+/// containers: the errno each gets (0 = it succeeded) under the default profile, with
+/// `--privileged`, `--cap-add SYS_ADMIN` and `seccomp=unconfined`.
+#[cfg(target_arch = "x86_64")]
+fn seccomp_matrix(berth: &berth_e2e::Berth, img: &str) {
+    use berth_e2e::syscall_probe::program;
+    const EPERM: i32 = 1;
+    const EINVAL: i32 = 22;
+    const ENOSYS: i32 = 38;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, nr, arg) in [
+        ("unshare", 272, 0x1000_0000),
+        ("clone3", 435, 0),
+        ("io_uring", 425, 0),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, program(nr, arg)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/probe:ro", dir.path().display());
+    let errno = |opts: &[&str], probe: &str| -> i32 {
+        let mut args = vec!["run", "--rm", "-v", &bind];
+        args.extend_from_slice(opts);
+        let path = format!("/probe/{probe}");
+        args.extend_from_slice(&[img, &path]);
+        berth.docker(&args).code
+    };
+    assert_eq!(
+        errno(&[], "unshare"),
+        EPERM,
+        "unshare -U in a default container"
+    );
+    assert_eq!(
+        errno(&[], "clone3"),
+        ENOSYS,
+        "clone3 in a default container"
+    );
+    assert_eq!(
+        errno(&[], "io_uring"),
+        EPERM,
+        "io_uring_setup in a default container"
+    );
+    assert_eq!(
+        errno(&["--privileged"], "unshare"),
+        0,
+        "unshare -U, privileged"
+    );
+    assert_eq!(
+        errno(&["--privileged"], "clone3"),
+        EINVAL,
+        "clone3, privileged"
+    );
+    assert_ne!(
+        errno(&["--privileged"], "io_uring"),
+        EPERM,
+        "io_uring, privileged"
+    );
+    assert_eq!(
+        errno(&["--cap-add", "SYS_ADMIN"], "unshare"),
+        0,
+        "unshare -U with SYS_ADMIN"
+    );
+    assert_eq!(
+        errno(&["--cap-add", "SYS_ADMIN"], "clone3"),
+        EINVAL,
+        "clone3 with SYS_ADMIN"
+    );
+    let unconfined = ["--security-opt", "seccomp=unconfined"];
+    assert_eq!(errno(&unconfined, "clone3"), EINVAL, "clone3, unconfined");
+    assert_ne!(
+        errno(&unconfined, "io_uring"),
+        EPERM,
+        "io_uring, unconfined"
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn seccomp_matrix(_berth: &berth_e2e::Berth, _img: &str) {}
