@@ -102,6 +102,23 @@ pub fn instance_suffix(run_root: &Path) -> String {
     hex::encode(digest)[..6].to_string()
 }
 
+/// The data root's mode, as dockerd's: only root may enter it (the images' files, every
+/// service's database, container configs with their environment, logs).
+pub const DATA_ROOT_MODE: u32 = 0o710;
+/// The run root's mode: others may pass through to the API socket (its own mode and
+/// group decide who may use it) but not list what is there.
+pub const RUN_ROOT_MODE: u32 = 0o711;
+/// A directory only its owner (root) may enter: each service's own state directory.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` (and its parents) and gives it exactly `mode`, whatever the umask or an
+/// earlier mode was.
+pub fn ensure_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,21 +143,4 @@ mod tests {
         assert_eq!(a.nft_table(), format!("berth_{}", a.instance_suffix()));
         assert_eq!(a.cgroup_parent(), format!("berth-{}", a.instance_suffix()));
     }
-}
-
-/// The data root's mode, as dockerd's: only root may enter it (the images' files, every
-/// service's database, container configs with their environment, logs).
-pub const DATA_ROOT_MODE: u32 = 0o710;
-/// The run root's mode: others may pass through to the API socket (its own mode and
-/// group decide who may use it) but not list what is there.
-pub const RUN_ROOT_MODE: u32 = 0o711;
-/// A directory only its owner (root) may enter: each service's own state directory.
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
-
-/// Creates `dir` (and its parents) and gives it exactly `mode`, whatever the umask or an
-/// earlier mode was.
-pub fn ensure_dir_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }

@@ -10,7 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 fn sh(cmd: &[&str]) -> std::process::Output {
-    Command::new(cmd[0]).args(&cmd[1..]).output().unwrap()
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .expect("running a host command")
 }
 
 /// The LAN neighbour: removed (with both veth ends) when dropped.

@@ -20,7 +20,7 @@ fn as_nobody(script: &str) -> std::process::Output {
             script,
         ])
         .output()
-        .unwrap()
+        .expect("running setpriv")
 }
 
 #[test]
@@ -142,17 +142,19 @@ fn seccomp_matrix(berth: &berth_e2e::Berth, img: &str) {
     const EPERM: i32 = 1;
     const EINVAL: i32 = 22;
     const ENOSYS: i32 = 38;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("writing the probe");
     for (name, nr, arg) in [
         ("unshare", 272, 0x1000_0000),
         ("clone3", 435, 0),
         ("io_uring", 425, 0),
     ] {
         let p = dir.path().join(name);
-        std::fs::write(&p, program(nr, arg)).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&p, program(nr, arg)).expect("writing the probe");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .expect("writing the probe");
     }
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("writing the probe");
     let bind = format!("{}:/probe:ro", dir.path().display());
     let errno = |opts: &[&str], probe: &str| -> i32 {
         let mut args = vec!["run", "--rm", "-v", &bind];
