@@ -84,18 +84,24 @@ pub async fn serve_unix(
 /// How long in-flight calls may run on after shutdown begins.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
 
-/// Binds a unix socket after removing a stale one, with mode 0600.
+/// Binds a unix socket in place of a stale one, with mode 0600 from the moment it can
+/// be reached: it is bound under a temporary name, given its mode, then renamed (a
+/// client never sees it with the umask's mode).
 pub fn bind_unix(socket: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::remove_file(socket) {
+    let mut name = socket.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let temp = socket.with_file_name(name);
+    match std::fs::remove_file(&temp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = crate::unix::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let listener = crate::unix::bind(&temp)?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&temp, socket)?;
     listener.set_nonblocking(true)?;
     UnixListener::from_std(listener)
 }
@@ -306,5 +312,19 @@ mod tests {
         assert_eq!(mode, 0o600);
         tx.send(()).unwrap();
         server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_socket_appears_with_its_mode_and_replaces_a_stale_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("x.sock");
+        std::fs::write(&sock, b"stale").unwrap();
+        let listener = bind_unix(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("x.sock.tmp").exists());
+        let _client = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        listener.accept().await.unwrap();
     }
 }
