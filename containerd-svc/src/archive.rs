@@ -142,6 +142,29 @@ impl Root {
         })
     }
 
+    /// The text of a small regular file (absolute in the container, symlinks resolved
+    /// inside it), at most `cap` bytes: None for anything else (missing, a FIFO or a
+    /// device, larger than `cap`, unreadable). Opened non-blocking, so a FIFO planted
+    /// by an image cannot hang the caller.
+    pub fn read_small_file(&self, path: &str, cap: u64) -> Option<String> {
+        let clean = clean(path);
+        let rel = clean.strip_prefix("/").unwrap_or(&clean);
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = openat2(&self.fd, rel, how).ok()?;
+        let st = nix::sys::stat::fstat(&fd).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > cap {
+            return None;
+        }
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(cap + 1)
+            .read_to_string(&mut text)
+            .ok()?;
+        (text.len() as u64 <= cap).then_some(text)
+    }
+
     /// Creates directory `path` (absolute in the container) and any missing parents,
     /// mode 0755, each resolved inside the root (Docker creates a missing working
     /// directory at create). A component that exists and is no directory is an error.

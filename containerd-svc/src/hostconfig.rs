@@ -200,7 +200,7 @@ fn rlimits(hc: &Value, config: &mut Value) -> Result<(), Error> {
 
 /// `--group-add`: numbers, or names from the image's /etc/group.
 fn additional_gids(hc: &Value, rootfs: &Path) -> Result<Vec<u32>, Error> {
-    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let groups = crate::spec::etc_file(rootfs, "/etc/group");
     strings(hc.get("GroupAdd"))
         .iter()
         .map(|g| {

@@ -65,13 +65,25 @@ pub struct User {
     pub home: Option<String>,
 }
 
-fn passwd_entries(rootfs: &Path) -> Vec<Vec<String>> {
-    colon_file(&rootfs.join("etc/passwd"))
+/// The most of an image's /etc/passwd or /etc/group that is read.
+const ETC_FILE_CAP: u64 = 4 << 20;
+
+/// An image's /etc/passwd or /etc/group, read inside its rootfs: a symlink it holds
+/// resolves inside it (never to the host's files), and only a regular file of at most
+/// [`ETC_FILE_CAP`] counts (a link to /dev/zero, a FIFO: as if absent).
+pub fn etc_file(rootfs: &Path, path: &str) -> String {
+    crate::archive::Root::open(rootfs, "")
+        .ok()
+        .and_then(|root| root.read_small_file(path, ETC_FILE_CAP))
+        .unwrap_or_default()
 }
 
-fn colon_file(path: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+fn passwd_entries(rootfs: &Path) -> Vec<Vec<String>> {
+    colon_file(rootfs, "/etc/passwd")
+}
+
+fn colon_file(rootfs: &Path, path: &str) -> Vec<Vec<String>> {
+    etc_file(rootfs, path)
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| l.split(':').map(str::to_string).collect())
@@ -113,7 +125,7 @@ pub fn resolve_user(user: &str, rootfs: &Path) -> Result<User, Error> {
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
-                let groups = colon_file(&rootfs.join("etc/group"));
+                let groups = colon_file(rootfs, "/etc/group");
                 groups
                     .iter()
                     .find(|e| e.len() >= 3 && e[0] == g)
@@ -383,6 +395,35 @@ pub fn write_bundle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etc_files_are_read_inside_the_rootfs_only() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::write(r.join("usr/lib/passwd"), "app:x:7:7::/app:/bin/sh\n").unwrap();
+        // A link inside the image: followed, inside it.
+        std::os::unix::fs::symlink("/usr/lib/passwd", r.join("etc/passwd")).unwrap();
+        assert_eq!(resolve_user("app", r).unwrap().uid, 7);
+        // Links meant for the host's files, a device, a FIFO: as if absent.
+        for (target, what) in [("/etc/shadow", "host file"), ("/dev/zero", "device")] {
+            let _ = std::fs::remove_file(r.join("etc/group"));
+            std::os::unix::fs::symlink(target, r.join("etc/group")).unwrap();
+            assert_eq!(etc_file(r, "/etc/group"), "", "{what}");
+        }
+        std::fs::create_dir_all(r.join("dev")).unwrap();
+        nix::unistd::mkfifo(&r.join("dev/zero"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert_eq!(
+            etc_file(r, "/etc/group"),
+            "",
+            "a FIFO must not hang or count"
+        );
+        let _ = std::fs::remove_file(r.join("etc/group"));
+        std::fs::write(r.join("etc/group"), vec![b'x'; (ETC_FILE_CAP + 1) as usize]).unwrap();
+        assert_eq!(etc_file(r, "/etc/group"), "", "too large");
+        assert!(resolve_user("app:nogroup", r).is_err());
+    }
     use berth_proto::containers::Mount;
     use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 

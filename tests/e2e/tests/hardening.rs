@@ -117,6 +117,32 @@ fn an_unprivileged_user_reads_nothing() {
     step!("seccomp: Docker's allow-list (unshare -U, clone3, io_uring refused by default)");
     seccomp_matrix(&berth, &img);
 
+    step!("an image's /etc/group linked to /dev/zero: read inside it, refused at once");
+    berth
+        .docker_ok(&[
+            "run",
+            "--name",
+            "linker",
+            &img,
+            "sh",
+            "-c",
+            "rm /etc/group && ln -s /dev/zero /etc/group",
+        ])
+        .unwrap();
+    berth
+        .docker_ok(&["commit", "linker", "zero-group"])
+        .unwrap();
+    let t = std::time::Instant::now();
+    let out = berth.docker_within(
+        &["run", "--rm", "-u", "0:staff", "zero-group", "true"],
+        std::time::Duration::from_secs(30),
+    );
+    assert!(
+        !out.success() && out.stderr.contains("unable to find group staff"),
+        "{out}"
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+
     step!("containers still run as an unprivileged user");
     let out = berth
         .docker_ok(&[
