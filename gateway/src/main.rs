@@ -1,7 +1,7 @@
 //! berth-gateway: serves the Docker API on a unix socket.
 
 use anyhow::Context;
-use berth_gateway::metrics::{DEFAULT_METRICS_ADDR, metrics_addr_from};
+use berth_gateway::metrics::metrics_addr_from;
 use berth_gateway::{AppState, reaper};
 use clap::Parser;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +16,7 @@ struct Args {
     #[arg(short = 'H', long = "host")]
     hosts: Vec<String>,
     /// Address (host:port) serving every service's metrics at /metrics; "" turns it off.
-    /// Default: daemon.json's `metrics-addr`, else 127.0.0.1:9323.
+    /// Default: daemon.json's `metrics-addr`, else off (as dockerd).
     #[arg(long)]
     metrics_addr: Option<String>,
 }
@@ -110,8 +110,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let metrics_addr = match args.metrics_addr.clone() {
         Some(a) => a,
-        None => metrics_addr_from(args.common.config_file.as_deref())?
-            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
+        None => metrics_addr_from(args.common.config_file.as_deref())?.unwrap_or_default(),
     };
     if !metrics_addr.is_empty() {
         serve_metrics(&metrics_addr, state.clone(), tx.subscribe()).await;

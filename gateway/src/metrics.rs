@@ -14,9 +14,6 @@ use prometheus_client::registry::Unit;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Where metrics are served when neither `--metrics-addr` nor daemon.json says: loopback.
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9323";
-
 /// How long one service may take to hand over its metrics before it counts as down.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 

@@ -143,6 +143,13 @@ fn an_unprivileged_user_reads_nothing() {
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(30));
 
+    step!("no TCP port is listened on unless asked (metrics are off without metrics-addr)");
+    for svc in berth_e2e::berth::SERVICE_BINARIES {
+        let pid = berth.service_pid(svc).unwrap();
+        let listening = tcp_listeners_of(pid);
+        assert!(listening.is_empty(), "{svc} listens on TCP: {listening:?}");
+    }
+
     step!("containers still run as an unprivileged user");
     let out = berth
         .docker_ok(&[
@@ -240,3 +247,30 @@ fn seccomp_matrix(berth: &berth_e2e::Berth, img: &str) {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn seccomp_matrix(_berth: &berth_e2e::Berth, _img: &str) {}
+
+/// The local addresses (hex, as /proc/net/tcp shows them) process `pid` listens on.
+fn tcp_listeners_of(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // st 0A is LISTEN; the inode is the tenth field.
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(f[1].to_string());
+            }
+        }
+    }
+    out
+}
