@@ -107,13 +107,24 @@ pub fn resolve_network<'a>(rows: &'a [NetworkRow], key: &str) -> Result<&'a Netw
     }
 }
 
+/// Linux's rule for interface names (`dev_valid_name`): 1-15 bytes, not `.` or `..`, no
+/// `/`, `:` or white space; Berth also keeps to printable ASCII, as the name reaches
+/// nftables rules and iptables arguments.
 fn validate_bridge_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > names::IFNAMSIZ_MAX || name.contains(['/', ' ']) {
-        return Err(NetError::InvalidArgument(format!(
-            "invalid bridge name {name:?}: 1-15 characters, no '/' or spaces"
-        )));
+    let ok = !name.is_empty()
+        && name.len() <= names::IFNAMSIZ_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::InvalidArgument(format!(
+            "invalid bridge name {name:?}: 1-15 printable characters, not . or .., no '/', ':' or spaces"
+        )))
     }
-    Ok(())
 }
 
 /// The `IPAMConfig.LinkLocalIPs` of an endpoint's settings as given: IPv4 link-local
@@ -1001,6 +1012,26 @@ pub struct EndpointView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_names_follow_linux_rules() {
+        for good in ["berth0", "br-1.a_b", "x"] {
+            assert!(validate_bridge_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "abcdefghijklmnop",
+            "é",
+        ] {
+            assert!(validate_bridge_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn row(id: &str, name: &str) -> NetworkRow {
         let mut r = new_network(name, DRIVER_BRIDGE, None, "");

@@ -150,6 +150,17 @@ fn an_unprivileged_user_reads_nothing() {
         assert!(listening.is_empty(), "{svc} listens on TCP: {listening:?}");
     }
 
+    step!("bridge names keep to Linux's charset");
+    for bad in ["a:b", "..", "tab\tname"] {
+        let opt = format!("com.docker.network.bridge.name={bad}");
+        let out = berth.docker(&["network", "create", "-o", &opt, "badbridge"]);
+        assert!(
+            !out.success() && out.stderr.contains("invalid bridge name"),
+            "{bad:?}: {out}"
+        );
+    }
+    assert!(!berth.docker(&["network", "inspect", "badbridge"]).success());
+
     step!("containers still run as an unprivileged user");
     let out = berth
         .docker_ok(&[
