@@ -25,6 +25,10 @@ struct Snapshot {
     reverse: HashMap<String, HashMap<Ipv4Addr, String>>,
     /// container -> its own `--dns` servers.
     upstreams_of: HashMap<String, Vec<SocketAddr>>,
+    /// Containers on `--internal` networks only: nothing is forwarded for them (a query
+    /// relayed from the host's namespace would carry data out of a network that has no
+    /// way out, as Docker's embedded DNS refuses too).
+    enclosed: std::collections::HashSet<String>,
 }
 
 /// The names every container on a network answers to: its name, short id, and aliases.
@@ -76,12 +80,13 @@ impl berth_dns::Names for NameTable {
     }
 
     fn upstreams(&self, scope: &str) -> Vec<SocketAddr> {
-        let own = self
-            .snapshot
-            .read()
-            .ok()
-            .and_then(|s| s.upstreams_of.get(scope).cloned())
-            .unwrap_or_default();
+        let Ok(snap) = self.snapshot.read() else {
+            return Vec::new();
+        };
+        if snap.enclosed.contains(scope) {
+            return Vec::new();
+        }
+        let own = snap.upstreams_of.get(scope).cloned().unwrap_or_default();
         if own.is_empty() {
             self.default_upstreams.clone()
         } else {
@@ -148,7 +153,19 @@ impl Dns {
                 snap.upstreams_of.insert(sb.container_id.clone(), own);
             }
         }
-        for ep in store::endpoints(&self.pool).await? {
+        let endpoints = store::endpoints(&self.pool).await?;
+        let mut with_a_way_out = std::collections::HashSet::new();
+        for ep in &endpoints {
+            if nets.iter().any(|n| n.id == ep.network_id && !n.internal) {
+                with_a_way_out.insert(ep.container_id.clone());
+            }
+        }
+        for ep in &endpoints {
+            if !with_a_way_out.contains(&ep.container_id) {
+                snap.enclosed.insert(ep.container_id.clone());
+            }
+        }
+        for ep in endpoints {
             let Some(net) = nets.iter().find(|n| n.id == ep.network_id) else {
                 continue;
             };
@@ -287,6 +304,7 @@ mod tests {
             .insert("db".into(), vec![Ipv4Addr::new(10, 2, 0, 2)]);
         snap.upstreams_of
             .insert("b".into(), vec!["127.0.0.1:5300".parse().unwrap()]);
+        snap.enclosed.insert("c".into());
         let t = NameTable {
             snapshot: RwLock::new(snap),
             default_upstreams: vec!["127.0.0.1:53".parse().unwrap()],
@@ -309,6 +327,10 @@ mod tests {
         assert_eq!(
             t.upstreams("b"),
             vec!["127.0.0.1:5300".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(
+            t.upstreams("c").is_empty(),
+            "internal networks only: no forwarding"
         );
     }
 }

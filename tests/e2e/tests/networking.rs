@@ -355,6 +355,22 @@ fn docker_networks() {
         &web_ip,
     ]);
     assert!(!out.success(), "back reached front: {out}");
+    // Its embedded DNS answers its own names but forwards nothing (issue 17): the fake
+    // upstream would answer 198.51.100.7.
+    let out = berth.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        &img,
+        "nslookup",
+        "anything.example",
+        "127.0.0.11",
+    ]);
+    assert!(
+        !out.stdout.contains("198.51.100.7"),
+        "an internal network's DNS forwarded: {out}"
+    );
     if let Some(addr) = host_address() {
         let out = berth.docker(&[
             "run",
