@@ -372,15 +372,34 @@ pub fn write_bundle(
             })?;
     }
     let io = |what: String| move |e: std::io::Error| Error::Internal(format!("{what}: {e}"));
-    std::fs::create_dir_all(bundle).map_err(io(format!("creating {}", bundle.display())))?;
+    // Only root reads a bundle: config.json holds the container's environment (its
+    // secrets), whatever the umask.
+    berth_kit::paths::ensure_dir_mode(bundle, berth_kit::paths::PRIVATE_DIR_MODE)
+        .map_err(io(format!("creating {}", bundle.display())))?;
     let files = EtcFiles {
         hostname: format!("{}\n", effective_hostname(spec)),
         hosts: (!spec.hosts_file.is_empty()).then(|| spec.hosts_file.clone()),
         resolv_conf: (!spec.resolv_conf.is_empty()).then(|| spec.resolv_conf.clone()),
     };
-    let write = |name: &str, data: &[u8]| {
-        std::fs::write(bundle.join(name), data).map_err(io(format!("writing {name}")))
+    // The /etc files are bind-mounted into the container, where any user must read
+    // them: 0644; config.json is for the runtime only: 0600. Explicit, not the umask.
+    let write_mode = |name: &str, data: &[u8], mode: u32| {
+        use std::io::Write as _;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let path = bundle.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&path)
+            .and_then(|mut f| {
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                f.write_all(data)
+            })
+            .map_err(io(format!("writing {name}")))
     };
+    let write = |name: &str, data: &[u8]| write_mode(name, data, 0o644);
     write("hostname", files.hostname.as_bytes())?;
     if let Some(h) = &files.hosts {
         write("hosts", h.as_bytes())?;
@@ -389,7 +408,7 @@ pub fn write_bundle(
         write("resolv.conf", r.as_bytes())?;
     }
     let data = serde_json::to_vec_pretty(&config).map_err(|e| Error::Internal(e.to_string()))?;
-    write("config.json", &data)
+    write_mode("config.json", &data, 0o600)
 }
 
 #[cfg(test)]

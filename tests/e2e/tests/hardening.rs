@@ -49,6 +49,12 @@ fn an_unprivileged_user_reads_nothing() {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
 
+    step!("a container's config.json (its environment) is 0600 in a 0700 bundle");
+    let id = berth.inspect("{{.Id}}", "secret").unwrap();
+    let bundle = berth.data_root().join("containerd/bundles").join(&id);
+    assert_eq!(mode(&bundle), 0o700);
+    assert_eq!(mode(&bundle.join("config.json")), 0o600);
+
     step!("nobody can list the data root or read a database, a config or a log");
     let data = berth.data_root().display().to_string();
     for script in [
@@ -171,7 +177,7 @@ fn an_unprivileged_user_reads_nothing() {
             &img,
             "sh",
             "-c",
-            "id -u; cat /etc/passwd >/dev/null && echo read",
+            "id -u; cat /etc/passwd /etc/hosts /etc/hostname /etc/resolv.conf >/dev/null && echo read",
         ])
         .unwrap();
     assert_eq!(out, "65534\nread\n");
