@@ -51,6 +51,47 @@ pub fn decode_registry_auth(headers: &HeaderMap) -> Result<images::RegistryAuth,
     })
 }
 
+/// `GET /distribution/{name}/json`: the registry's descriptor for an image and the
+/// platforms it serves, asked of the registry (with the client's credentials), nothing
+/// pulled.
+pub async fn distribution(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let Some(name) = rest.strip_suffix("/json").filter(|n| !n.is_empty()) else {
+        return Err(ApiError::not_found(format!(
+            "page not found: /distribution/{rest}"
+        )));
+    };
+    let auth = decode_registry_auth(&headers)?;
+    let mut client = st.services.images.clone();
+    let d = call(
+        IMAGED,
+        client.distribution(images::DistributionRequest {
+            reference: name.to_string(),
+            auth: Some(auth),
+        }),
+    )
+    .await?;
+    // Docker's platform objects leave empty fields out (clients compare them whole).
+    let platforms: Vec<Value> = d
+        .platforms
+        .iter()
+        .map(|p| {
+            let mut o = json!({"architecture": p.architecture, "os": p.os});
+            if !p.variant.is_empty() {
+                o["variant"] = json!(p.variant);
+            }
+            o
+        })
+        .collect();
+    Ok(Json(json!({
+        "Descriptor": {"mediaType": d.media_type, "digest": d.digest, "size": d.size},
+        "Platforms": platforms,
+    })))
+}
+
 /// `POST /auth` (`docker login`): imaged checks the credentials with the registry; the
 /// CLI keeps them and sends them with each pull and push.
 pub async fn login(

@@ -153,6 +153,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/auth", post(images::login))
         .route("/commit", post(image_archive::commit))
         .route("/images/create", post(images::create))
+        .route("/distribution/{*rest}", get(images::distribution))
         .route("/images/json", get(images::list))
         .route(
             "/images/{*rest}",

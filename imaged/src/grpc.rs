@@ -267,6 +267,15 @@ impl Images for ImagesService {
         }))
     }
 
+    async fn distribution(
+        &self,
+        request: Request<berth_proto::images::DistributionRequest>,
+    ) -> Result<Response<berth_proto::images::DistributionResponse>, Status> {
+        Ok(Response::new(
+            self.imaged.distribution(request.into_inner()).await?,
+        ))
+    }
+
     async fn check_auth(
         &self,
         request: Request<berth_proto::images::CheckAuthRequest>,

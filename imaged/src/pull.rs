@@ -778,6 +778,95 @@ impl Imaged {
         Ok(())
     }
 
+    /// `GET /distribution/{name}/json`: the manifest the registry (or a mirror, for Docker
+    /// Hub's images) serves for `reference`, as a descriptor, and the platforms it covers:
+    /// an index's entries, or a single manifest's config.
+    pub async fn distribution(
+        &self,
+        req: berth_proto::images::DistributionRequest,
+    ) -> Result<berth_proto::images::DistributionResponse> {
+        use oci_client::manifest::{
+            IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+            OCI_IMAGE_MEDIA_TYPE,
+        };
+        const ACCEPTED: [&str; 4] = [
+            OCI_IMAGE_INDEX_MEDIA_TYPE,
+            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+            OCI_IMAGE_MEDIA_TYPE,
+            IMAGE_MANIFEST_MEDIA_TYPE,
+        ];
+        let r = ImageRef::parse(&req.reference)?;
+        let platform = Platform::parse("")?;
+        let auth = registry_auth(req.auth);
+        for (source, is_mirror) in self.sources(&r) {
+            let registry = source.resolve_registry().to_string();
+            let (client, scheme) = self.client_for(&registry, &platform);
+            let ctx = ErrCtx {
+                scheme,
+                registry: registry.clone(),
+                familiar: r.familiar(),
+                familiar_name: r.familiar_name(),
+                platform: platform.clone(),
+            };
+            let auth = if is_mirror {
+                RegistryAuth::Anonymous
+            } else {
+                auth.clone()
+            };
+            let (raw, digest) = match client.pull_manifest_raw(&source, &auth, &ACCEPTED).await {
+                Ok(got) => got,
+                Err(e) if is_mirror => {
+                    tracing::warn!(mirror = %registry, image = %r.familiar(), "mirror failed, trying the next source: {e}");
+                    continue;
+                }
+                Err(e) => return Err(ctx.map(e)),
+            };
+            let doc: serde_json::Value = serde_json::from_slice(&raw)
+                .map_err(|e| ImagedError::Registry(format!("invalid manifest: {e}")))?;
+            let text = |v: &serde_json::Value, k: &str| {
+                v.get(k)
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let platform_of = |p: &serde_json::Value| berth_proto::images::DistributionPlatform {
+                os: text(p, "os"),
+                architecture: text(p, "architecture"),
+                variant: text(p, "variant"),
+            };
+            let platforms = if let Some(list) = doc.get("manifests").and_then(|m| m.as_array()) {
+                list.iter()
+                    .filter_map(|m| m.get("platform"))
+                    .map(platform_of)
+                    .collect()
+            } else {
+                let config = doc
+                    .pointer("/config/digest")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| ImagedError::Registry("the manifest has no config".into()))?;
+                let mut blob = Vec::new();
+                client
+                    .pull_blob(&source, config, &mut blob)
+                    .await
+                    .map_err(|e| ctx.map(e))?;
+                let cfg: serde_json::Value = serde_json::from_slice(&blob)
+                    .map_err(|e| ImagedError::Registry(format!("invalid image config: {e}")))?;
+                vec![platform_of(&cfg)]
+            };
+            let media_type = match text(&doc, "mediaType") {
+                t if t.is_empty() => OCI_IMAGE_MEDIA_TYPE.to_string(),
+                t => t,
+            };
+            return Ok(berth_proto::images::DistributionResponse {
+                media_type,
+                digest,
+                size: raw.len() as i64,
+                platforms,
+            });
+        }
+        Err(ImagedError::Registry("no source to ask".into()))
+    }
+
     /// Builds the API view of an image row.
     pub async fn image_proto(&self, row: ImageRow) -> Result<Image> {
         let repo_tags = self.store().tags_of(&row.id).await?;

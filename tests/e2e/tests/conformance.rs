@@ -9,7 +9,31 @@ use berth_e2e::{berth_with_busybox, step};
 
 #[test]
 fn new_user_defects() {
-    let (_registry, _image, img, berth) = berth_with_busybox("conformance").unwrap();
+    let (_registry, image, img, berth) = berth_with_busybox("conformance").unwrap();
+
+    step!("GET /distribution/NAME/json asks the registry, pulls nothing");
+    let body = berth
+        .api_get(&format!("/v1.50/distribution/{img}/json"))
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["Descriptor"]["digest"], image.manifest_digest, "{d}");
+    assert_eq!(
+        d["Descriptor"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        d["Platforms"],
+        serde_json::json!([{"architecture": berth_e2e::image::host_arch(), "os": "linux"}])
+    );
+    let missing = berth_e2e::http::unix_request(
+        berth.socket(),
+        "GET",
+        &format!("/v1.50/distribution/{img}-nope/json"),
+        None,
+        b"",
+    )
+    .unwrap();
+    assert_eq!(missing.status, 404, "{}", missing.text());
 
     step!("run -w DIR creates DIR, as Docker");
     let out = berth
