@@ -263,19 +263,45 @@ pub async fn create(
     if network_mode.is_empty() || network_mode == "default" {
         network_mode = "bridge".into();
     }
-    if host_config
+    let links = host_config
         .get("Links")
         .and_then(Value::as_array)
-        .is_some_and(|l| !l.is_empty())
-    {
-        // Legacy links; user-defined networks with DNS are what Docker recommends.
-        return Err(ApiError::not_supported("--link"));
+        .filter(|l| !l.is_empty())
+        .cloned();
+    let user_network = !matches!(network_mode.as_str(), "bridge" | "host" | "none")
+        && !network_mode.starts_with("container:");
+    if links.is_some() && !user_network {
+        // Legacy links on the default bridge (environment variables, /etc/hosts).
+        return Err(ApiError::not_supported(
+            "--link on the default bridge network",
+        ));
     }
-    let endpoints_config = req
+    let mut endpoints_config = req
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    if let Some(links) = links {
+        // As dockerd: on a user-defined network a link is an alias the linking
+        // container alone resolves, kept in its endpoint's settings.
+        let ep = endpoints_config
+            .entry(network_mode.clone())
+            .or_insert_with(|| json!({}));
+        if let Some(o) = ep.as_object_mut() {
+            let given = o
+                .get("Links")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut all = given;
+            for l in links {
+                if !all.contains(&l) {
+                    all.push(l);
+                }
+            }
+            o.insert("Links".into(), Value::Array(all));
+        }
+    }
     // Further networks (API 1.44+ sends every --network here); the primary one first.
     let extra_networks: Vec<String> = endpoints_config
         .keys()

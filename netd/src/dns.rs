@@ -29,6 +29,29 @@ struct Snapshot {
     /// relayed from the host's namespace would carry data out of a network that has no
     /// way out, as Docker's embedded DNS refuses too).
     enclosed: std::collections::HashSet<String>,
+    /// container -> its links on user-defined networks (`EndpointSettings.Links`,
+    /// `name:alias`): (network, alias, linked container's name), lower-cased. Only that
+    /// container resolves the alias, to the linked one's address on that network.
+    links_of: HashMap<String, Vec<(String, String, String)>>,
+}
+
+/// The `Links` of an endpoint's settings as given (`name:alias`, or `name` alone),
+/// lower-cased, without a leading `/`.
+fn links_in(settings_json: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(settings_json).unwrap_or_default();
+    v.get("Links")
+        .and_then(serde_json::Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(|l| {
+                    let (name, alias) = l.split_once(':').unwrap_or((l, l));
+                    let name = name.trim_start_matches('/');
+                    (alias.to_lowercase(), name.to_lowercase())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The names every container on a network answers to: its name, short id, and aliases.
@@ -55,6 +78,21 @@ impl berth_dns::Names for NameTable {
     fn lookup_v4(&self, scope: &str, name: &str) -> Option<Vec<Ipv4Addr>> {
         let snap = self.snapshot.read().ok()?;
         let mut found: Vec<Ipv4Addr> = Vec::new();
+        for (net, alias, target) in snap.links_of.get(scope).into_iter().flatten() {
+            if alias == name {
+                for ip in snap
+                    .names
+                    .get(net)
+                    .and_then(|m| m.get(target))
+                    .into_iter()
+                    .flatten()
+                {
+                    if !found.contains(ip) {
+                        found.push(*ip);
+                    }
+                }
+            }
+        }
         for net in snap.networks_of.get(scope)? {
             for ip in snap
                 .names
@@ -171,6 +209,12 @@ impl Dns {
             };
             if !net.is_user_defined_bridge() {
                 continue;
+            }
+            for (alias, target) in links_in(&ep.settings) {
+                snap.links_of
+                    .entry(ep.container_id.clone())
+                    .or_default()
+                    .push((net.id.clone(), alias, target));
             }
             let Some(ip) = ep.ipv4()? else { continue };
             snap.networks_of
@@ -305,6 +349,8 @@ mod tests {
         snap.upstreams_of
             .insert("b".into(), vec!["127.0.0.1:5300".parse().unwrap()]);
         snap.enclosed.insert("c".into());
+        snap.links_of
+            .insert("a".into(), vec![("n1".into(), "bar".into(), "web".into())]);
         let t = NameTable {
             snapshot: RwLock::new(snap),
             default_upstreams: vec!["127.0.0.1:53".parse().unwrap()],
@@ -331,6 +377,19 @@ mod tests {
         assert!(
             t.upstreams("c").is_empty(),
             "internal networks only: no forwarding"
+        );
+        // A link's alias: for the linking container only.
+        assert_eq!(
+            t.lookup_v4("a", "bar"),
+            Some(vec![Ipv4Addr::new(10, 1, 0, 2)])
+        );
+        assert_eq!(t.lookup_v4("b", "bar"), None);
+        assert_eq!(
+            links_in(r#"{"Links": ["/Upstream:Bar", "plain"]}"#),
+            [
+                ("bar".to_string(), "upstream".to_string()),
+                ("plain".to_string(), "plain".to_string())
+            ]
         );
     }
 }

@@ -179,4 +179,43 @@ fn new_user_defects() {
         ["create evnet", "connect evnet", "disconnect evnet"],
         "{got:?}"
     );
+
+    step!("--link on a user-defined network: an alias only the linking container resolves");
+    berth
+        .docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            "upstream",
+            "--network",
+            "evnet",
+            &img,
+            "sleep",
+            "60",
+        ])
+        .unwrap();
+    let upstream_ip = berth
+        .inspect("{{.NetworkSettings.Networks.evnet.IPAddress}}", "upstream")
+        .unwrap();
+    let out = berth
+        .docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "evnet",
+            "--link",
+            "upstream:bar",
+            &img,
+            "nslookup",
+            "bar",
+            "127.0.0.11",
+        ])
+        .unwrap();
+    assert!(out.contains(&upstream_ip), "{out}");
+    let out = berth.docker(&["run", "--rm", "--link", "upstream:bar", &img, "true"]);
+    assert!(
+        !out.success() && out.stderr.contains("not supported yet"),
+        "legacy links on the default bridge: {out}"
+    );
+    berth.docker_ok(&["rm", "-f", "upstream"]).unwrap();
 }
