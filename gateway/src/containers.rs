@@ -189,6 +189,94 @@ fn hosts_file(ip: &str, hostname: &str, extra: &[(String, String)]) -> String {
     s
 }
 
+/// A legacy link (`--link name:alias` on the default bridge), resolved at create.
+struct LegacyLink {
+    alias: String,
+    target_name: String,
+    ip: String,
+    env: Vec<String>,
+    /// Exposed ports of the linked container, sorted: (port, protocol).
+    ports: Vec<(u16, String)>,
+}
+
+impl LegacyLink {
+    /// Docker's link variables: `<ALIAS>_NAME`, `<ALIAS>_ENV_<KEY>` for the linked
+    /// container's environment (but HOME and PATH), and `<ALIAS>_PORT...` for its ports.
+    fn env_vars(&self, linking_name: &str) -> Vec<String> {
+        let prefix = self.alias.to_uppercase().replace('-', "_");
+        let mut out = vec![format!("{prefix}_NAME=/{linking_name}/{}", self.alias)];
+        for kv in &self.env {
+            if let Some((k, v)) = kv.split_once('=')
+                && k != "HOME"
+                && k != "PATH"
+            {
+                out.push(format!("{prefix}_ENV_{k}={v}"));
+            }
+        }
+        if let Some((port, proto)) = self.ports.first() {
+            out.push(format!("{prefix}_PORT={proto}://{}:{port}", self.ip));
+        }
+        for (port, proto) in &self.ports {
+            let p = format!("{prefix}_PORT_{port}_{}", proto.to_uppercase());
+            out.push(format!("{p}={proto}://{}:{port}", self.ip));
+            out.push(format!("{p}_ADDR={}", self.ip));
+            out.push(format!("{p}_PORT={port}"));
+            out.push(format!("{p}_PROTO={proto}"));
+        }
+        out
+    }
+}
+
+/// Resolves `HostConfig.Links` (`name:alias`) on the default bridge: each linked
+/// container must run there (dockerd's words when not).
+async fn legacy_links(st: &AppState, links: &[Value]) -> Result<Vec<LegacyLink>, ApiError> {
+    let mut out = Vec::new();
+    for l in links.iter().filter_map(Value::as_str) {
+        let (target, alias) = l.split_once(':').unwrap_or((l, l));
+        let target = target.trim_start_matches('/');
+        let alias = alias.rsplit('/').next().unwrap_or(alias).to_string();
+        let c = get_container(st, target).await?;
+        let spec = spec_of(&c);
+        if c.state != "running" {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "Cannot link to a non running container: /{} AS /{alias}",
+                    spec.name
+                ),
+            ));
+        }
+        let ip = crate::networks::live_endpoints(st, &spec.id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e.network_name == "bridge")
+            .map(|e| e.ip_address)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Cannot link to /{}, as it does not belong to the default network",
+                    spec.name
+                ))
+            })?;
+        let mut ports: Vec<(u16, String)> = exposed_of(&json_bytes(&spec.network_settings_json))
+            .iter()
+            .filter_map(|p| {
+                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                Some((port.parse().ok()?, proto.to_string()))
+            })
+            .collect();
+        ports.sort();
+        out.push(LegacyLink {
+            alias,
+            target_name: spec.name.clone(),
+            ip,
+            env: spec.env.clone(),
+            ports,
+        });
+    }
+    Ok(out)
+}
+
 /// `--add-host name:ip` entries; `host-gateway` is the address of the container's
 /// gateway (the host, as seen from the container).
 fn extra_hosts(list: &[String], gateway: &str) -> Result<Vec<(String, String)>, ApiError> {
@@ -270,18 +358,23 @@ pub async fn create(
         .cloned();
     let user_network = !matches!(network_mode.as_str(), "bridge" | "host" | "none")
         && !network_mode.starts_with("container:");
-    if links.is_some() && !user_network {
-        // Legacy links on the default bridge (environment variables, /etc/hosts).
-        return Err(ApiError::not_supported(
-            "--link on the default bridge network",
-        ));
-    }
+    // Legacy links on the default bridge: the linked containers' addresses in
+    // /etc/hosts and their environment and ports as variables, fixed at create.
+    let legacy_links = match &links {
+        Some(l) if network_mode == "bridge" => legacy_links(&st, l).await?,
+        Some(_) if !user_network => {
+            return Err(ApiError::bad_request(
+                "conflicting options: links and the network mode",
+            ));
+        }
+        _ => Vec::new(),
+    };
     let mut endpoints_config = req
         .pointer("/NetworkingConfig/EndpointsConfig")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if let Some(links) = links {
+    if let Some(links) = links.filter(|_| user_network) {
         // As dockerd: on a user-defined network a link is an alias the linking
         // container alone resolves, kept in its endpoint's settings.
         let ep = endpoints_config
@@ -611,7 +704,15 @@ pub async fn create(
             endpoints.clone()
         };
         let embedded_dns = endpoints.iter().any(|e| !e.dns_names.is_empty());
-        let extra_hosts = extra_hosts(&extra_hosts_req, &endpoint.gateway)?;
+        let mut extra_hosts = extra_hosts(&extra_hosts_req, &endpoint.gateway)?;
+        let shown_name = if name.is_empty() { &id[..12] } else { name.as_str() };
+        let mut link_env = Vec::new();
+        for l in &legacy_links {
+            extra_hosts.push((format!("{} {}", l.alias, l.target_name), l.ip.clone()));
+            link_env.extend(l.env_vars(shown_name));
+        }
+        // The links' variables first: the container's own override them.
+        let env = merge_env(&link_env, &env);
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let config_json = json!({
             "Hostname": hostname,
@@ -646,6 +747,14 @@ pub async fn create(
                 json!({"Type": log_driver, "Config": log_opts}),
             );
             o.insert("Runtime".into(), json!(runtime));
+            if !legacy_links.is_empty() {
+                // Docker's form: "/linked:/linking/alias".
+                let shown: Vec<String> = legacy_links
+                    .iter()
+                    .map(|l| format!("/{}:/{}/{}", l.target_name, shown_name, l.alias))
+                    .collect();
+                o.insert("Links".into(), json!(shown));
+            }
         }
         let spec = cpb::ContainerSpec {
             id: id.clone(),

@@ -212,10 +212,49 @@ fn new_user_defects() {
         ])
         .unwrap();
     assert!(out.contains(&upstream_ip), "{out}");
-    let out = berth.docker(&["run", "--rm", "--link", "upstream:bar", &img, "true"]);
-    assert!(
-        !out.success() && out.stderr.contains("not supported yet"),
-        "legacy links on the default bridge: {out}"
-    );
     berth.docker_ok(&["rm", "-f", "upstream"]).unwrap();
+
+    step!("legacy --link on the default bridge: /etc/hosts, variables, inspect's Links");
+    berth
+        .docker_ok(&[
+            "run", "-d", "--name", "linked", "-e", "FOO=1", "--expose", "80", &img, "sleep", "60",
+        ])
+        .unwrap();
+    let linked_ip = berth
+        .inspect("{{.NetworkSettings.IPAddress}}", "linked")
+        .unwrap();
+    berth
+        .docker_ok(&[
+            "create",
+            "--name",
+            "linking",
+            "--link",
+            "linked:my-link",
+            &img,
+            "sh",
+            "-c",
+            "env; cat /etc/hosts",
+        ])
+        .unwrap();
+    assert_eq!(
+        berth
+            .inspect("{{json .HostConfig.Links}}", "linking")
+            .unwrap(),
+        r#"["/linked:/linking/my-link"]"#
+    );
+    let out = berth.docker_ok(&["start", "-a", "linking"]).unwrap();
+    for want in [
+        "MY_LINK_NAME=/linking/my-link".to_string(),
+        "MY_LINK_ENV_FOO=1".to_string(),
+        format!("MY_LINK_PORT=tcp://{linked_ip}:80"),
+        format!("MY_LINK_PORT_80_TCP_ADDR={linked_ip}"),
+        "MY_LINK_PORT_80_TCP_PROTO=tcp".to_string(),
+        format!("{linked_ip}\tmy-link linked"),
+    ] {
+        assert!(out.contains(&want), "{want} missing in:\n{out}");
+    }
+    assert!(!out.contains("MY_LINK_ENV_PATH"), "{out}");
+    berth.docker_ok(&["rm", "-f", "linked", "linking"]).unwrap();
+    let out = berth.docker(&["run", "--rm", "--link", "nosuch:x", &img, "true"]);
+    assert!(!out.success(), "{out}");
 }
