@@ -270,7 +270,8 @@ async fn legacy_links(st: &AppState, links: &[Value]) -> Result<Vec<LegacyLink>,
             alias,
             target_name: spec.name.clone(),
             ip,
-            env: spec.env.clone(),
+            // Its Config.Env: the variables of its own links are not passed on.
+            env: string_list(json_bytes(&spec.config_json).get("Env")).unwrap_or_default(),
             ports,
         });
     }
@@ -711,8 +712,9 @@ pub async fn create(
             extra_hosts.push((format!("{} {}", l.alias, l.target_name), l.ip.clone()));
             link_env.extend(l.env_vars(shown_name));
         }
-        // The links' variables first: the container's own override them.
-        let env = merge_env(&link_env, &env);
+        // The links' variables go to the process only (dockerd's Config.Env leaves them
+        // out), first: the container's own override them.
+        let process_env = merge_env(&link_env, &env);
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let config_json = json!({
             "Hostname": hostname,
@@ -762,7 +764,7 @@ pub async fn create(
             image_ref: image_ref.clone(),
             image_id: image.id.clone(),
             args,
-            env: env.clone(),
+            env: process_env,
             working_dir: working_dir.clone(),
             user: user.clone(),
             hostname: hostname.clone(),

@@ -285,21 +285,23 @@ pub async fn start(
             }
         };
         let (rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
-        let started = c
-            .exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx))
-            .await;
-        let stream = match started {
-            Ok(s) => s.into_inner(),
-            Err(status) => {
-                let msg = ApiError::from_status(CONTAINERD, status).message;
-                let _ = wr.write_all(&render_error(&msg, tty)).await;
+        // Under the same deadline as every call: a silent containerd-svc must not hold
+        // the client's connection for ever.
+        let started = call(
+            CONTAINERD,
+            c.exec_start(tokio_stream::wrappers::ReceiverStream::new(in_rx)),
+        )
+        .await;
+        let mut stream = match started {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = wr.write_all(&render_error(&e.message, tty)).await;
                 let _ = wr.shutdown().await;
                 return;
             }
         };
         let (detached_tx, detached) = tokio::sync::oneshot::channel::<()>();
         let mut stdin = tokio::spawn(forward_stdin(rd, in_tx, detector, detached_tx));
-        let mut stream = stream;
         let detached = tokio::select! {
             () = relay_output(&mut stream, &mut wr, tty) => false,
             Ok(()) = detached => true,
